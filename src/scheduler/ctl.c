@@ -1,0 +1,187 @@
+/*
+ * ctl.c - commands from oag-ctl over the control socket: status, status --json, scale N, stop.
+ * Replies are text chunks (OAG_MSG_CTL_TEXT) and a final OAG_MSG_CTL_END with a status.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "shm/latch.h"
+#include "shm/proto.h"
+#include "sup.h"
+
+struct out {
+    int fd;
+    struct oag_ctl_msg m;
+    int failed;
+};
+
+static void out_flush(struct out *o)
+{
+    if (o->m.len == 0 || o->failed)
+        return;
+    o->m.magic = OAG_PROTO_MAGIC;
+    o->m.type = OAG_MSG_CTL_TEXT;
+    size_t sz = offsetof(struct oag_ctl_msg, text) + o->m.len;
+    /* Blocking send: a control client is short-lived and the reply is bounded. */
+    if (send(o->fd, &o->m, sz, MSG_NOSIGNAL) < 0)
+        o->failed = 1;
+    o->m.len = 0;
+}
+
+static void outf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void outf(struct out *o, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof line)
+        n = sizeof line - 1;
+    if (o->m.len + (uint32_t)n > OAG_CTL_CHUNK)
+        out_flush(o);
+    memcpy(o->m.text + o->m.len, line, (size_t)n);
+    o->m.len += (uint32_t)n;
+}
+
+static void out_end(struct out *o, int status)
+{
+    out_flush(o);
+    struct oag_ctl_msg end = { .magic = OAG_PROTO_MAGIC, .type = OAG_MSG_CTL_END,
+                               .status = status, .len = 0 };
+    if (!o->failed)
+        send(o->fd, &end, offsetof(struct oag_ctl_msg, text), MSG_NOSIGNAL);
+}
+
+/* Tasks done by fleet agent a: its finished lanes plus the live one. */
+static uint64_t agent_tasks(struct sup *s, struct agent *a, struct lane **live)
+{
+    uint64_t t = a->tasks_done;
+    *live = NULL;
+    if (a->id < (int)s->cfg.max_lanes && s->lanes[a->id].in_use &&
+        s->lanes[a->id].agent_id == a->id) {
+        *live = &s->lanes[a->id];
+        t += (*live)->tasks_done;
+    }
+    return t;
+}
+
+static void status(struct sup *s, struct out *o, int json)
+{
+    double up = (double)(now_ns() - s->start_ns) / 1e9;
+    if (json) {
+        outf(o, "{\"pid\":%d,\"name\":\"%s\",\"engine\":\"%s\",\"uptime_s\":%.3f,"
+                "\"tasks_done\":%llu,\"batches\":%llu,\"dropped\":%llu,\"cut_offs\":%llu,"
+                "\"refused\":%llu,\"lanes\":%u,\"fleet_size\":%d,\"max_batch\":%u,"
+                "\"max_delay_us\":%u,\"max_payload\":%u,\"ring_slots\":%u,\"draining\":%s,"
+                "\"agents\":[",
+             (int)getpid(), s->cfg.name, s->cfg.backend, up, (unsigned long long)s->tasks_done,
+             (unsigned long long)s->bat.batches, (unsigned long long)s->bat.dropped,
+             (unsigned long long)s->cut_offs, (unsigned long long)s->refused, s->nactive,
+             s->fleet_size, s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_payload,
+             s->cfg.ring_slots, s->draining ? "true" : "false");
+    } else {
+        outf(o, "supervisor pid %d name %s engine %s up %.1fs tasks %llu batches %llu "
+                "(avg %.1f) lanes %u fleet %d\n",
+             (int)getpid(), s->cfg.name, s->cfg.backend, up, (unsigned long long)s->tasks_done,
+             (unsigned long long)s->bat.batches,
+             s->bat.batches ? (double)s->bat.tasks_total / (double)s->bat.batches : 0.0,
+             s->nactive, s->fleet_size);
+        outf(o, "batcher max-batch %u max-delay-us %u max-payload %u ring-slots %u; "
+                "cut off %llu, refused %llu, dropped results %llu\n",
+             s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_payload, s->cfg.ring_slots,
+             (unsigned long long)s->cut_offs, (unsigned long long)s->refused,
+             (unsigned long long)s->bat.dropped);
+        outf(o, "%-6s %-8s %-9s %-8s %-12s %s\n", "ID", "PID", "STATE", "RESTARTS", "TASKS",
+             "GEN");
+    }
+    int first = 1;
+    for (int i = 0; i < s->nagents; i++) {
+        struct agent *a = &s->agents[i];
+        if (!a->wanted && a->state == AG_EXITED && a->spawn_gen == 0)
+            continue;
+        struct lane *l;
+        uint64_t tasks = agent_tasks(s, a, &l);
+        const char *st = agent_state_name(a->state);
+        unsigned gen = l ? l->generation : (a->id < (int)s->cfg.max_lanes
+                                                ? s->lanes[a->id].generation : 0);
+        if (json)
+            outf(o, "%s{\"id\":%d,\"pid\":%d,\"state\":\"%s\",\"restarts\":%u,\"tasks\":%llu,"
+                    "\"generation\":%u,\"attached\":%s}",
+                 first ? "" : ",", a->id, (int)a->pid, st, a->restarts,
+                 (unsigned long long)tasks, gen, l ? "true" : "false");
+        else
+            outf(o, "%-6d %-8d %-9s %-8u %-12llu %u\n", a->id, (int)a->pid, st, a->restarts,
+                 (unsigned long long)tasks, gen);
+        first = 0;
+    }
+    /* Agents the supervisor did not launch. */
+    for (uint32_t k = 0; k < s->nactive; k++) {
+        struct lane *l = &s->lanes[s->active[k]];
+        if (l->agent_id >= 0 && fleet_agent(s, l->agent_id))
+            continue;
+        if (json)
+            outf(o, "%s{\"id\":%u,\"pid\":%d,\"state\":\"detached\",\"restarts\":0,"
+                    "\"tasks\":%llu,\"generation\":%u,\"attached\":true}",
+                 first ? "" : ",", l->id, (int)l->peer_pid, (unsigned long long)l->tasks_done,
+                 l->generation);
+        else
+            outf(o, "%-6u %-8d %-9s %-8u %-12llu %u\n", l->id, (int)l->peer_pid, "detached", 0u,
+                 (unsigned long long)l->tasks_done, l->generation);
+        first = 0;
+    }
+    if (json)
+        outf(o, "]}\n");
+}
+
+void ctl_handle(struct sup *s, int fd, const char *cmd)
+{
+    struct out o = { .fd = fd };
+    /* The connection is non-blocking for the event loop; replies are small and bounded, and a
+     * client that stops reading only loses its own reply. */
+    struct timeval tv = { .tv_sec = 1 };
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (!strcmp(cmd, "status") || !strcmp(cmd, "status --json")) {
+        status(s, &o, !strcmp(cmd, "status --json"));
+        out_end(&o, 0);
+    } else if (!strncmp(cmd, "scale ", 6)) {
+        char *end;
+        long n = strtol(cmd + 6, &end, 10);
+        if (*end != '\0' || end == cmd + 6 || n < 0 || n > (long)s->cfg.max_lanes) {
+            outf(&o, "scale: expected a number of agents from 0 to %u\n", s->cfg.max_lanes);
+            out_end(&o, -EINVAL);
+        } else if (!s->cfg.cmd) {
+            outf(&o, "scale: this supervisor was started without an agent command\n");
+            out_end(&o, -EINVAL);
+        } else if (s->draining) {
+            outf(&o, "scale: supervisor is shutting down\n");
+            out_end(&o, -ECANCELED);
+        } else {
+            int before = s->fleet_size;
+            fleet_scale(s, (int)n);
+            log_info("fleet scaled from %d to %ld agents", before, n);
+            outf(&o, "fleet scaled from %d to %ld agents\n", before, n);
+            out_end(&o, 0);
+        }
+    } else if (!strcmp(cmd, "stop")) {
+        outf(&o, "stopping\n");
+        out_end(&o, 0);
+        kill(getpid(), SIGTERM);
+    } else {
+        outf(&o, "unknown command '%s' (status, status --json, scale N, stop)\n", cmd);
+        out_end(&o, -EINVAL);
+    }
+}

@@ -1,0 +1,37 @@
+/* engine_identity.c - result = input: the zero-compute baseline for measuring the runtime. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+
+struct oag_engine { uint32_t max_payload; };
+
+static int identity_create(struct oag_engine **out, const struct oag_engine_params *p)
+{
+    struct oag_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return -ENOMEM;
+    e->max_payload = p->max_payload;
+    *out = e;
+    return 0;
+}
+
+static int identity_run(struct oag_engine *e, struct oag_batch *b)
+{
+    (void)e;
+    for (uint32_t i = 0; i < b->n; i++) {
+        size_t off = (size_t)i * b->stride;
+        memcpy(b->out + off, b->in + off, b->in_len[i]);
+        b->out_len[i] = b->in_len[i];
+        b->status[i] = 0;
+    }
+    return 0;
+}
+
+static void identity_destroy(struct oag_engine *e) { free(e); }
+
+const struct oag_engine_ops engine_identity_ops = {
+    .name = "identity", .create = identity_create, .run = identity_run,
+    .destroy = identity_destroy,
+};

@@ -1,0 +1,262 @@
+/*
+ * loop.c - the supervisor's one event loop.
+ *
+ * io_uring carries everything that is not a lane: the control socket, connections, signals
+ * (signalfd), child exits (pidfds), agents' output pipes and the doorbell eventfd; timers are the
+ * wait's timeout. Lanes are polled directly in shared memory while there is work; peeking the
+ * completion queue costs no system call, so the busy path never enters the kernel.
+ *
+ * Sleeping (pairs with kick_supervisor() in the client library):
+ *
+ *   supervisor                               agent
+ *   ----------                               -----
+ *   store sup_sleeping = odd epoch (seq_cst) store prod (release)
+ *   fence seq_cst                            fence seq_cst
+ *   scan lanes: work? -> epoch even, go on   load sup_sleeping: odd and not yet rung this epoch?
+ *   wait on io_uring (doorbell poll armed)       -> write(doorbell)
+ *   store sup_sleeping = even epoch
+ *
+ * Either the scan sees the agent's task or the agent sees the odd epoch and rings. Each agent
+ * rings at most once per sleep, so a burst of submissions costs one eventfd write per agent.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "sup.h"
+
+#define BACKSTOP_NS 50000000ull   /* longest sleep: a lost wake-up costs at most this */
+#define PUBLISH_NS 100000000ull   /* republish the global state at least this often when busy */
+#define UD_IGNORE 0
+
+static int sqe_pending;
+
+static struct io_uring_sqe *get_sqe(struct sup *s)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+    if (!sqe) {
+        io_uring_submit(&s->ring);
+        sqe = io_uring_get_sqe(&s->ring);
+    }
+    return sqe;
+}
+
+void loop_arm_poll(struct sup *s, int fd, uint64_t ud, unsigned events)
+{
+    struct io_uring_sqe *sqe = get_sqe(s);
+    if (!sqe) {
+        log_err("io_uring submission queue full");
+        return;
+    }
+    io_uring_prep_poll_add(sqe, fd, events);
+    io_uring_sqe_set_data64(sqe, ud);
+    sqe_pending = 1;
+}
+
+void loop_cancel(struct sup *s, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(s);
+    if (!sqe)
+        return;
+    io_uring_prep_poll_remove(sqe, ud);
+    io_uring_sqe_set_data64(sqe, UD_IGNORE);
+    sqe_pending = 1;
+    /* Submit now: the fd is about to be closed and its number reused. */
+    io_uring_submit(&s->ring);
+    sqe_pending = 0;
+}
+
+static void begin_drain(struct sup *s, const char *why)
+{
+    if (s->draining)
+        return;
+    log_info("%s: draining and stopping the fleet", why);
+    s->draining = 1;
+    s->drain_started_ns = now_ns();
+    /* Stop accepting: new agents get ECONNREFUSED/ENOENT, not a lane. */
+    if (s->listen_fd >= 0) {
+        loop_cancel(s, ud_make(UD_LISTEN, 0, 0));
+        close(s->listen_fd);
+        s->listen_fd = -1;
+        unlink(s->cfg.socket_path);
+    }
+    fleet_stop_all(s);
+}
+
+static void handle_signal(struct sup *s)
+{
+    struct signalfd_siginfo si;
+    while (read(s->sig_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+            begin_drain(s, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+    }
+    loop_arm_poll(s, s->sig_fd, ud_make(UD_SIGNAL, 0, 0), POLLIN);
+}
+
+static int handle_cqe(struct sup *s, const struct io_uring_cqe *cqe)
+{
+    uint64_t ud = io_uring_cqe_get_data64(cqe);
+    int res = cqe->res;
+    if (ud == UD_IGNORE)
+        return 0;
+    uint32_t idx = ud_idx(ud), gen = ud_gen(ud);
+    switch (ud_type(ud)) {
+    case UD_LISTEN:
+        if (s->listen_fd < 0)
+            return 0;
+        if (res >= 0 && conn_accept_all(s) < 0)
+            log_err("accept failed");
+        loop_arm_poll(s, s->listen_fd, ud, POLLIN);
+        return 1;
+    case UD_SIGNAL:
+        handle_signal(s);
+        return 1;
+    case UD_DOORBELL: {
+        uint64_t v;
+        if (read(s->doorbell_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+            log_debug("doorbell read: %s", strerror(errno));
+        loop_arm_poll(s, s->doorbell_fd, ud, POLLIN);
+        return 1;
+    }
+    case UD_CONN:
+        if (res < 0)
+            return 0; /* cancelled */
+        conn_event(s, (int)idx, gen, res);
+        return 1;
+    case UD_PIDFD:
+    case UD_OUT:
+    case UD_ERR: {
+        struct agent *a = fleet_agent(s, (int)idx);
+        if (res < 0 || !a || (a->spawn_gen & 0xffffff) != gen)
+            return 0;
+        if (ud_type(ud) == UD_PIDFD)
+            fleet_child_event(s, (int)idx);
+        else
+            fleet_output_event(s, (int)idx, ud_type(ud) == UD_ERR);
+        return 1;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* Handles every completion already queued. Returns how many did something. */
+static int drain_cqes(struct sup *s)
+{
+    struct io_uring_cqe *cqe;
+    int n = 0;
+    while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
+        struct io_uring_cqe copy = *cqe;
+        io_uring_cqe_seen(&s->ring, cqe);
+        n += handle_cqe(s, &copy);
+    }
+    if (sqe_pending) {
+        io_uring_submit(&s->ring);
+        sqe_pending = 0;
+    }
+    return n;
+}
+
+/* Sleeps until an event or until deadline_ns; see the protocol at the top. */
+static void sleep_until(struct sup *s, uint64_t now, uint64_t deadline_ns)
+{
+    s->sleep_epoch += 1; /* odd: asleep */
+    oag_store_seqcst_u32(&s->region->sup_sleeping, s->sleep_epoch);
+    oag_fence_seqcst();
+    if (!lanes_have_work(s)) {
+        uint64_t wait = deadline_ns > now ? deadline_ns - now : 0;
+        if (wait > BACKSTOP_NS)
+            wait = BACKSTOP_NS;
+        struct __kernel_timespec ts = { .tv_sec = (long long)(wait / 1000000000ull),
+                                        .tv_nsec = (long long)(wait % 1000000000ull) };
+        struct io_uring_cqe *cqe;
+        sqe_pending = 0;
+        io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &ts, NULL);
+    }
+    s->sleep_epoch += 1; /* even: awake */
+    oag_store_relaxed_u32(&s->region->sup_sleeping, s->sleep_epoch); /* relaxed: a hint */
+}
+
+static int drain_finished(struct sup *s, uint64_t now)
+{
+    if (!fleet_all_down(s)) {
+        uint64_t limit = (uint64_t)s->cfg.stop_timeout_ms * 1000000ull + 2000000000ull;
+        if (now - s->drain_started_ns < limit)
+            return 0;
+        log_warn("agents still running after the stop timeout; leaving anyway");
+    }
+    if (s->bat.n)
+        return 0;
+    return 1;
+}
+
+int loop_run(struct sup *s)
+{
+    loop_arm_poll(s, s->listen_fd, ud_make(UD_LISTEN, 0, 0), POLLIN);
+    loop_arm_poll(s, s->sig_fd, ud_make(UD_SIGNAL, 0, 0), POLLIN);
+    loop_arm_poll(s, s->doorbell_fd, ud_make(UD_DOORBELL, 0, 0), POLLIN);
+    io_uring_submit(&s->ring);
+    sqe_pending = 0;
+    fleet_scale(s, s->cfg.agents);
+    instance_publish(s, 1);
+    fprintf(stderr, "oag-supervisor: ready name=%s socket=%s pid=%d\n", s->cfg.name,
+            s->cfg.socket_path, (int)getpid());
+    fflush(stderr);
+
+    uint64_t idle_since = 0, next_timer = 0;
+    for (;;) {
+        int events = drain_cqes(s);
+        uint64_t now = now_ns();
+        if (events || now >= next_timer) {
+            next_timer = now + BACKSTOP_NS;
+            fleet_tick(s, now, &next_timer);
+        }
+        int got = batcher_collect(s);
+        if (batcher_due(s, now)) {
+            batcher_flush(s);
+            idle_since = 0;
+            continue;
+        }
+        if (got || events) {
+            idle_since = 0;
+            continue;
+        }
+        if (now - s->last_publish_ns >= PUBLISH_NS)
+            instance_publish(s, 1);
+        if (s->draining && drain_finished(s, now))
+            break;
+        if (!s->draining && s->cfg.exit_with_fleet && s->nagents > 0 && s->bat.n == 0) {
+            int ok;
+            if (fleet_done(s, &ok)) {
+                log_info("every agent has exited (%s)", ok ? "all succeeded" : "some failed");
+                s->exit_code = ok ? 0 : 1;
+                begin_drain(s, "fleet finished");
+                continue;
+            }
+        }
+        /* Idle: spin a bounded time (about what a wake-up would cost), then sleep. */
+        if (!idle_since)
+            idle_since = now;
+        if (now - idle_since < s->spin_ns) {
+            oag_cpu_relax();
+            continue;
+        }
+        uint64_t deadline = next_timer;
+        if (s->bat.n) {
+            uint64_t due = s->bat.oldest_ns + (uint64_t)s->cfg.max_delay_us * 1000u;
+            if (due < deadline)
+                deadline = due;
+        }
+        sleep_until(s, now, deadline);
+        idle_since = 0;
+    }
+    /* Whatever is still attached (agents we did not launch) is told we are gone. */
+    while (s->nactive)
+        lane_cut(s, &s->lanes[s->active[0]], NULL);
+    return s->exit_code;
+}

@@ -1,0 +1,182 @@
+/*
+ * layout.h - the shared-memory ABI between oag-supervisor and agents. Changing any offset or size
+ * here is an ABI change: bump OAG_ABI_VERSION.
+ *
+ * Two kinds of segment, both fixed-width, offsets not pointers:
+ *
+ * 1. The region (one per supervisor, shm_open "/oag-UID-NAME", 0600). Written only by the
+ *    supervisor; agents receive a read-only fd and map it PROT_READ, so they cannot change it.
+ *
+ *      0      struct oag_region_hdr   magic, abi (stored last, release), sizes, pid
+ *      64     oag_atomic_u32 sup_sleeping   supervisor writes 1 before it sleeps, 0 when awake;
+ *                                           agents read it to decide whether to ring the doorbell
+ *      128    struct oag_latch_global  double-buffered global state (supervisor writes)
+ *
+ * 2. A lane (one per attached agent, an anonymous memfd passed over the control socket). Shared
+ *    between the supervisor and that one agent only. The supervisor treats every byte of it as
+ *    untrusted input: it keeps its own copy of every index it owns and only ever publishes them.
+ *
+ *      0                 struct oag_lane_hdr     geometry (supervisor writes once before passing
+ *                                                the fd; the agent copies and validates it)
+ *      256               struct oag_latch_agent  agent state (agent writes, supervisor reads)
+ *      sub_ctl_off       struct oag_ring_ctl     submission ring indices (agent -> supervisor)
+ *      cmp_ctl_off       struct oag_ring_ctl     completion ring indices (supervisor -> agent)
+ *      sub_off           sub_slots x slot_size   submission slots
+ *      cmp_off           cmp_slots x slot_size   completion slots
+ *
+ *    A slot is struct oag_slot_hdr (32 bytes) followed by up to max_payload bytes; slot_size is
+ *    a multiple of 64.
+ */
+#ifndef OAG_SHM_LAYOUT_H
+#define OAG_SHM_LAYOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "atomic.h"
+
+#define OAG_REGION_MAGIC 0x4f414752u /* "OAGR" */
+#define OAG_LANE_MAGIC   0x4f41474cu /* "OAGL" */
+#define OAG_ABI_VERSION  1u
+
+/* ---- region ---------------------------------------------------------------------------- */
+
+struct oag_region_hdr {
+    oag_atomic_u32 magic;   /* OAG_REGION_MAGIC; stored last with release by the creator */
+    oag_atomic_u32 abi;     /* OAG_ABI_VERSION; stored just before magic */
+    uint64_t size;          /* bytes of the whole region */
+    uint32_t sup_pid;
+    uint32_t global_off;    /* offset of struct oag_latch_global */
+    uint64_t start_ns;      /* CLOCK_MONOTONIC at creation */
+    uint8_t pad[32];
+};
+_Static_assert(sizeof(struct oag_region_hdr) == 64, "region header is one cache line");
+
+/* Published by the supervisor; agents copy it out through the latch. */
+struct oag_global_state {
+    uint64_t generation;
+    uint64_t tasks_done;
+    uint32_t sup_pid;
+    uint32_t max_payload;
+    uint32_t max_batch;
+    uint32_t max_delay_us;
+    uint32_t ring_slots;
+    uint32_t agents;
+    uint32_t ready;
+    uint32_t flags;
+    char engine[32];
+    char model[64];
+};
+_Static_assert(sizeof(struct oag_global_state) == 144, "global state size is ABI");
+_Static_assert(sizeof(struct oag_global_state) % 8 == 0, "latch copies 8-byte words");
+
+/*
+ * A latch (Linux's seqcount_latch): two copies of a record and one sequence. The writer bumps seq
+ * to odd, writes copy 0, bumps seq to even, writes copy 1. A reader reads seq, copies record
+ * [seq & 1], and retries if seq changed: the copy it read was never being written meanwhile
+ * unless seq moved. Readers never block the writer and never see a torn record.
+ */
+struct oag_latch_global {
+    oag_atomic_u32 seq;
+    uint32_t pad[15];
+    oag_atomic_u64 rec[2][sizeof(struct oag_global_state) / 8];
+};
+
+struct oag_region {
+    struct oag_region_hdr hdr;
+    oag_atomic_u32 sup_sleeping; /* supervisor writes; agents read (see wake protocol in ring.h) */
+    uint32_t pad1[15];
+    struct oag_latch_global global;
+};
+_Static_assert(offsetof(struct oag_region, sup_sleeping) == 64, "region ABI");
+_Static_assert(offsetof(struct oag_region, global) == 128, "region ABI");
+
+/* ---- lane ------------------------------------------------------------------------------ */
+
+struct oag_lane_hdr {
+    uint32_t magic;        /* OAG_LANE_MAGIC */
+    uint32_t abi;          /* OAG_ABI_VERSION */
+    uint32_t lane_id;
+    uint32_t generation;   /* bumps each time the lane id is handed to a new connection */
+    uint64_t size;         /* bytes of the whole lane */
+    uint32_t slot_size;    /* bytes per slot, header included, multiple of 64 */
+    uint32_t max_payload;
+    uint32_t sub_slots;    /* power of two */
+    uint32_t cmp_slots;    /* power of two */
+    uint32_t state_off;
+    uint32_t sub_ctl_off;
+    uint32_t cmp_ctl_off;
+    uint32_t pad0;
+    uint64_t sub_off;
+    uint64_t cmp_off;
+    uint8_t pad[184];
+};
+_Static_assert(sizeof(struct oag_lane_hdr) == 256, "lane header ABI");
+
+/* What an agent publishes about itself (agent writes, supervisor reads, untrusted). */
+struct oag_agent_state {
+    uint64_t heartbeat_ns;  /* CLOCK_MONOTONIC of the agent's last library call */
+    uint64_t submitted;
+    uint64_t completed;
+    uint32_t pid;
+    uint32_t flags;
+    uint64_t pad[4];
+};
+_Static_assert(sizeof(struct oag_agent_state) == 64, "agent state ABI");
+
+struct oag_latch_agent {
+    oag_atomic_u32 seq;
+    uint32_t pad[15];
+    oag_atomic_u64 rec[2][sizeof(struct oag_agent_state) / 8];
+};
+_Static_assert(sizeof(struct oag_latch_agent) == 192, "agent latch ABI");
+
+/*
+ * Ring indices: free-running u32 counters, slot = index & (slots - 1). Each on its own cache line.
+ *   prod    - producer writes (release after filling slots), consumer reads (acquire)
+ *   cons    - consumer writes (release after it is done with slots), producer reads (acquire)
+ *   waiting - consumer writes 1 (seq_cst) before it sleeps on the ring's eventfd; producer reads
+ *             it after publishing and, if set, swaps it to 0 and writes the eventfd.
+ */
+struct oag_ring_ctl {
+    oag_atomic_u32 prod;
+    uint32_t pad0[15];
+    oag_atomic_u32 cons;
+    uint32_t pad1[15];
+    oag_atomic_u32 waiting;
+    uint32_t pad2[15];
+};
+_Static_assert(sizeof(struct oag_ring_ctl) == 3 * OAG_CACHELINE, "ring ctl ABI");
+_Static_assert(offsetof(struct oag_ring_ctl, cons) == OAG_CACHELINE, "ring ctl ABI");
+_Static_assert(offsetof(struct oag_ring_ctl, waiting) == 2 * OAG_CACHELINE, "ring ctl ABI");
+
+/* Slot header: the producer fills it and the payload, then publishes prod. */
+struct oag_slot_hdr {
+    uint64_t ticket;       /* agent's ticket, echoed back in the completion */
+    uint32_t len;          /* payload bytes, <= max_payload */
+    int32_t status;        /* completion: 0 or negative errno; submission: 0 */
+    uint32_t timeout_us;   /* submission: relative deadline, 0 = none */
+    uint8_t priority;      /* submission: 0 highest */
+    uint8_t rsvd[3];
+    uint64_t submit_ns;    /* submission: agent's CLOCK_MONOTONIC at submit (tracing) */
+};
+_Static_assert(sizeof(struct oag_slot_hdr) == 32, "slot header ABI");
+_Static_assert(offsetof(struct oag_slot_hdr, len) == 8, "slot header ABI");
+
+#define OAG_LANE_STATE_OFF 256u
+
+/* Geometry of a lane for the given parameters; returns 0 or -EINVAL if they are out of range. */
+struct oag_lane_geom {
+    uint32_t slot_size, max_payload, sub_slots, cmp_slots;
+    uint32_t state_off, sub_ctl_off, cmp_ctl_off;
+    uint64_t sub_off, cmp_off, size;
+};
+int oag_lane_geom(struct oag_lane_geom *g, uint32_t max_payload, uint32_t slots);
+
+/* Validates a lane header copied out of shared memory against the mapping size. 0 or -EPROTO. */
+int oag_lane_hdr_check(const struct oag_lane_hdr *h, uint64_t map_size);
+
+#define OAG_MAX_PAYLOAD_LIMIT (16u << 20)
+#define OAG_MAX_SLOTS (1u << 16)
+
+#endif
