@@ -44,8 +44,11 @@ typedef struct oag_completion {
 
 /* Options for oag_submit_ex(); zero-initialise and set what you need. */
 typedef struct oag_submit_opts {
-    uint32_t timeout_us; /* 0: none; else the task completes with -ETIMEDOUT if not run in time */
-    uint8_t priority;    /* 0 (highest) .. OAG_PRIORITY_LEVELS-1; FIFO within a level */
+    uint32_t timeout_us; /* 0: none; else the task completes with status -ETIMEDOUT (and no
+                            output) when its result is not ready within this many microseconds
+                            of oag_submit_ex() */
+    uint8_t priority;    /* 0 (highest) .. OAG_PRIORITY_LEVELS-1: carried to the supervisor;
+                            ordering by priority is not implemented yet (FIFO per agent) */
 } oag_submit_opts;
 
 #define OAG_PRIORITY_LEVELS 4

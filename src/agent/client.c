@@ -376,7 +376,10 @@ static void fill_and_publish(oag_client *c, struct oag_slot_hdr *s, size_t len,
     s->status = 0;
     s->timeout_us = opts ? opts->timeout_us : 0;
     s->priority = opts ? opts->priority : 0;
-    s->submit_ns = now_ns();
+    uint64_t now = now_ns();
+    s->submit_ns = now;
+    if (now - c->last_beat_ns > HEARTBEAT_NS)
+        publish_state(c, now);
     if (ticket)
         *ticket = s->ticket;
     c->outstanding++;

@@ -82,6 +82,12 @@ static uint32_t take_from_lane(struct sup *s, struct lane *l, uint32_t want)
         bt->tasks[i].lane = l->id;
         bt->tasks[i].gen = l->generation;
         bt->tasks[i].ticket = h.ticket;
+        bt->tasks[i].deadline_ns = 0;
+        if (h.timeout_us) {
+            /* The agent's submit time is its own CLOCK_MONOTONIC (same host); a lie only
+             * changes when its own task times out. */
+            bt->tasks[i].deadline_ns = h.submit_ns + (uint64_t)h.timeout_us * 1000u;
+        }
         if (bt->n++ == 0) {
             if (!now)
                 now = now_ns();
@@ -154,6 +160,7 @@ void batcher_flush(struct sup *s)
         return;
     bt->b.n = n;
     int rc = s->engine_ops->run(s->engine, &bt->b);
+    uint64_t done_ns = now_ns();
     if (rc < 0) {
         log_warn("engine failed a batch of %u: %s", n, strerror(-rc));
         for (uint32_t i = 0; i < n; i++) {
@@ -174,6 +181,11 @@ void batcher_flush(struct sup *s)
         }
         struct oag_slot_hdr *slot = ring_slot(&l->cmp, l->cmp.mine + l->pending);
         uint32_t len = bt->b.out_len[i];
+        if (t->deadline_ns && done_ns > t->deadline_ns) {
+            bt->b.status[i] = -ETIMEDOUT; /* too late: the agent asked for an error instead */
+            len = 0;
+            bt->timed_out++;
+        }
         if (len > l->hdr.max_payload) {
             len = 0;
             bt->b.status[i] = -EMSGSIZE;

@@ -76,18 +76,34 @@ static uint64_t agent_tasks(struct sup *s, struct agent *a, struct lane **live)
     return t;
 }
 
+/* Age in ms of the agent's own heartbeat (its double-buffered state record), or -1 if the
+ * record cannot be read consistently (never written, or garbage). */
+static long heartbeat_age_ms(struct lane *l, uint64_t now, uint64_t *submitted)
+{
+    struct oag_agent_state st;
+    struct oag_latch_agent *la = (struct oag_latch_agent *)(l->map + l->hdr.state_off);
+    *submitted = 0;
+    if (latch_read(&la->seq, la->rec[0], sizeof st / 8, &st, 8) != 0 || st.heartbeat_ns > now)
+        return -1;
+    *submitted = st.submitted;
+    return (long)((now - st.heartbeat_ns) / 1000000u);
+}
+
 static void status(struct sup *s, struct out *o, int json)
 {
-    double up = (double)(now_ns() - s->start_ns) / 1e9;
+    uint64_t now = now_ns();
+    double up = (double)(now - s->start_ns) / 1e9;
     if (json) {
         outf(o, "{\"pid\":%d,\"name\":\"%s\",\"engine\":\"%s\",\"uptime_s\":%.3f,"
-                "\"tasks_done\":%llu,\"batches\":%llu,\"dropped\":%llu,\"cut_offs\":%llu,"
+                "\"tasks_done\":%llu,\"batches\":%llu,\"dropped\":%llu,\"timed_out\":%llu,"
+                "\"cut_offs\":%llu,"
                 "\"refused\":%llu,\"lanes\":%u,\"fleet_size\":%d,\"max_batch\":%u,"
                 "\"max_delay_us\":%u,\"max_payload\":%u,\"ring_slots\":%u,\"draining\":%s,"
                 "\"agents\":[",
              (int)getpid(), s->cfg.name, s->cfg.backend, up, (unsigned long long)s->tasks_done,
              (unsigned long long)s->bat.batches, (unsigned long long)s->bat.dropped,
-             (unsigned long long)s->cut_offs, (unsigned long long)s->refused, s->nactive,
+             (unsigned long long)s->bat.timed_out, (unsigned long long)s->cut_offs,
+             (unsigned long long)s->refused, s->nactive,
              s->fleet_size, s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_payload,
              s->cfg.ring_slots, s->draining ? "true" : "false");
     } else {
@@ -102,8 +118,8 @@ static void status(struct sup *s, struct out *o, int json)
              s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_payload, s->cfg.ring_slots,
              (unsigned long long)s->cut_offs, (unsigned long long)s->refused,
              (unsigned long long)s->bat.dropped);
-        outf(o, "%-6s %-8s %-9s %-8s %-12s %s\n", "ID", "PID", "STATE", "RESTARTS", "TASKS",
-             "GEN");
+        outf(o, "%-6s %-8s %-9s %-8s %-12s %-5s %s\n", "ID", "PID", "STATE", "RESTARTS", "TASKS",
+             "GEN", "SEEN");
     }
     int first = 1;
     for (int i = 0; i < s->nagents; i++) {
@@ -115,14 +131,18 @@ static void status(struct sup *s, struct out *o, int json)
         const char *st = agent_state_name(a->state);
         unsigned gen = l ? l->generation : (a->id < (int)s->cfg.max_lanes
                                                 ? s->lanes[a->id].generation : 0);
+        uint64_t sub = 0;
+        long seen = l ? heartbeat_age_ms(l, now, &sub) : -1;
         if (json)
             outf(o, "%s{\"id\":%d,\"pid\":%d,\"state\":\"%s\",\"restarts\":%u,\"tasks\":%llu,"
-                    "\"generation\":%u,\"attached\":%s}",
+                    "\"generation\":%u,\"attached\":%s,\"heartbeat_age_ms\":%ld,"
+                    "\"agent_submitted\":%llu}",
                  first ? "" : ",", a->id, (int)a->pid, st, a->restarts,
-                 (unsigned long long)tasks, gen, l ? "true" : "false");
+                 (unsigned long long)tasks, gen, l ? "true" : "false", seen,
+                 (unsigned long long)sub);
         else
-            outf(o, "%-6d %-8d %-9s %-8u %-12llu %u\n", a->id, (int)a->pid, st, a->restarts,
-                 (unsigned long long)tasks, gen);
+            outf(o, "%-6d %-8d %-9s %-8u %-12llu %-5u %s\n", a->id, (int)a->pid, st, a->restarts,
+                 (unsigned long long)tasks, gen, seen < 0 ? "-" : seen < 1000 ? "now" : "stale");
         first = 0;
     }
     /* Agents the supervisor did not launch. */

@@ -223,6 +223,13 @@ int loop_run(struct sup *s)
             continue;
         }
         if (got || events) {
+            if (s->spun && got) {
+                uint64_t max = (uint64_t)s->cfg.spin_us * 1000u;
+                s->spin_ns += s->spin_ns / 4 + 256;
+                if (s->spin_ns > max)
+                    s->spin_ns = max;
+            }
+            s->spun = 0;
             idle_since = 0;
             continue;
         }
@@ -244,8 +251,13 @@ int loop_run(struct sup *s)
             idle_since = now;
         if (now - idle_since < s->spin_ns) {
             oag_cpu_relax();
+            s->spun = 1;
             continue;
         }
+        /* The spin found nothing: spin less next time (it grows again when a spin pays). */
+        if (s->spun && s->spin_ns > 1000)
+            s->spin_ns -= s->spin_ns / 4;
+        s->spun = 0;
         uint64_t deadline = next_timer;
         if (s->bat.n) {
             uint64_t due = s->bat.oldest_ns + (uint64_t)s->cfg.max_delay_us * 1000u;

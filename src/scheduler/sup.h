@@ -96,6 +96,7 @@ struct task {
     uint32_t lane;
     uint32_t gen;
     uint64_t ticket;
+    uint64_t deadline_ns;      /* 0: none */
 };
 
 struct batcher {
@@ -104,7 +105,7 @@ struct batcher {
     struct task *tasks;
     struct oag_batch b;
     uint32_t rr;               /* round-robin cursor over active lanes */
-    uint64_t batches, tasks_total, dropped;
+    uint64_t batches, tasks_total, dropped, timed_out;
 };
 
 struct sup {
@@ -136,7 +137,8 @@ struct sup {
     uint64_t tasks_done;
     uint64_t cut_offs, refused;
     uint32_t sleep_epoch;
-    uint64_t spin_ns;
+    uint64_t spin_ns;          /* adaptive, 0..cfg.spin_us */
+    int spun;
     int draining;              /* shutdown requested */
     int stopping_agents;
     uint64_t drain_started_ns;
