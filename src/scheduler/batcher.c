@@ -17,14 +17,30 @@
 #include "log.h"
 #include "sup.h"
 
+static void *host_alloc(struct sup *s, size_t bytes)
+{
+    if (s->engine_ops->host_alloc)
+        return s->engine_ops->host_alloc(s->engine, bytes);
+    return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+}
+
+static void host_free(struct sup *s, void *p)
+{
+    if (p && s->engine_ops->host_free)
+        s->engine_ops->host_free(s->engine, p);
+    else
+        free(p);
+}
+
 int batcher_init(struct sup *s)
 {
     struct batcher *bt = &s->bat;
     uint32_t mb = s->cfg.max_batch;
-    bt->b.stride = (s->cfg.max_payload + 63u) & ~63u;
+    uint32_t stride = (s->cfg.max_payload + 63u) & ~63u;
+    bt->b.in_stride = bt->b.out_stride = stride;
     bt->tasks = calloc(mb, sizeof *bt->tasks);
-    bt->b.in = aligned_alloc(64, (size_t)mb * bt->b.stride);
-    bt->b.out = aligned_alloc(64, (size_t)mb * bt->b.stride);
+    bt->b.in = host_alloc(s, (size_t)mb * stride);
+    bt->b.out = host_alloc(s, (size_t)mb * stride);
     bt->b.in_len = calloc(mb, sizeof(uint32_t));
     bt->b.out_len = calloc(mb, sizeof(uint32_t));
     bt->b.status = calloc(mb, sizeof(int32_t));
@@ -37,8 +53,8 @@ void batcher_fini(struct sup *s)
 {
     struct batcher *bt = &s->bat;
     free(bt->tasks);
-    free(bt->b.in);
-    free(bt->b.out);
+    host_free(s, bt->b.in);
+    host_free(s, bt->b.out);
     free(bt->b.in_len);
     free(bt->b.out_len);
     free(bt->b.status);
@@ -77,7 +93,7 @@ static uint32_t take_from_lane(struct sup *s, struct lane *l, uint32_t want)
             return k;
         }
         uint32_t i = bt->n;
-        memcpy(bt->b.in + (size_t)i * bt->b.stride, slot + 1, h.len);
+        memcpy(bt->b.in + (size_t)i * bt->b.in_stride, slot + 1, h.len);
         bt->b.in_len[i] = h.len;
         bt->tasks[i].lane = l->id;
         bt->tasks[i].gen = l->generation;
@@ -159,7 +175,17 @@ void batcher_flush(struct sup *s)
     if (n == 0)
         return;
     bt->b.n = n;
-    int rc = s->engine_ops->run(s->engine, &bt->b);
+    bt->b.whole_rc = 0;
+    int rc = s->engine_ops->submit(s->engine, &bt->b);
+    if (rc == 0 && s->engine_ops->reap) {
+        /* An asynchronous engine: wait for this batch (one batch in flight for now). */
+        struct oag_batch *done;
+        while ((done = s->engine_ops->reap(s->engine)) == NULL)
+            oag_cpu_relax();
+        rc = done->whole_rc;
+    } else if (rc == 0) {
+        rc = bt->b.whole_rc;
+    }
     uint64_t done_ns = now_ns();
     if (rc < 0) {
         log_warn("engine failed a batch of %u: %s", n, strerror(-rc));
@@ -192,7 +218,7 @@ void batcher_flush(struct sup *s)
         }
         struct oag_slot_hdr h = { .ticket = t->ticket, .len = len, .status = bt->b.status[i] };
         memcpy(slot, &h, sizeof h);
-        memcpy(slot + 1, bt->b.out + (size_t)i * bt->b.stride, len);
+        memcpy(slot + 1, bt->b.out + (size_t)i * bt->b.out_stride, len);
         if (l->pending++ == 0) {
             if (ntouched < 64)
                 touched[ntouched++] = l->id;

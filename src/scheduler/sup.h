@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "engine.h"
+#include "engine/engine.h"
 #include "shm/layout.h"
 #include "shm/ring.h"
 

@@ -1,4 +1,4 @@
-/* engine_identity.c - result = input: the zero-compute baseline for measuring the runtime. */
+/* identity.c - result = input: the zero-compute baseline for measuring the runtime. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,21 +17,22 @@ static int identity_create(struct oag_engine **out, const struct oag_engine_para
     return 0;
 }
 
-static int identity_run(struct oag_engine *e, struct oag_batch *b)
+static int identity_submit(struct oag_engine *e, struct oag_batch *b)
 {
     (void)e;
     for (uint32_t i = 0; i < b->n; i++) {
-        size_t off = (size_t)i * b->stride;
-        memcpy(b->out + off, b->in + off, b->in_len[i]);
-        b->out_len[i] = b->in_len[i];
-        b->status[i] = 0;
+        uint32_t len = b->in_len[i] <= b->out_stride ? b->in_len[i] : 0;
+        memcpy(b->out + (size_t)i * b->out_stride, b->in + (size_t)i * b->in_stride, len);
+        b->out_len[i] = len;
+        b->status[i] = len == b->in_len[i] ? 0 : -EMSGSIZE;
     }
+    b->whole_rc = 0;
     return 0;
 }
 
 static void identity_destroy(struct oag_engine *e) { free(e); }
 
 const struct oag_engine_ops engine_identity_ops = {
-    .name = "identity", .create = identity_create, .run = identity_run,
-    .destroy = identity_destroy,
+    .name = "identity", .create = identity_create, .destroy = identity_destroy,
+    .submit = identity_submit,
 };
