@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 #define SPIN_MIN_NS 2000ull
 #define SPIN_MAX_NS 200000ull
 #define SPIN_START_NS 50000ull
+#define PURE_SPIN_NS 2000ull     /* spin without yielding this long first */
 #define HEARTBEAT_NS 100000000ull /* republish agent state at least every 100 ms of activity */
 
 struct stash_ent {
@@ -463,7 +465,9 @@ static int wait_completions(oag_client *c, int timeout_ms)
         return n;
     uint64_t start = now_ns();
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : start + (uint64_t)timeout_ms * 1000000ull;
-    /* Spin for an adaptive budget: about the cost of the wake-up it saves. */
+    /* Spin for an adaptive budget, about the cost of the wake-up it saves. After a short pure
+     * spin, yield between checks: when agents outnumber cores, the supervisor (or another
+     * agent) gets the CPU instead of being starved by our spinning. */
     uint64_t spin_end = start + c->spin_ns, t = start;
     for (unsigned i = 1;; i++) {
         oag_cpu_relax();
@@ -477,6 +481,8 @@ static int wait_completions(oag_client *c, int timeout_ms)
             t = now_ns();
             if (t >= spin_end || t >= deadline)
                 break;
+            if (t - start > PURE_SPIN_NS)
+                sched_yield();
         }
     }
     if (c->spin_ns > SPIN_MIN_NS)

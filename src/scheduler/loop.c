@@ -21,6 +21,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -250,7 +251,11 @@ int loop_run(struct sup *s)
         if (!idle_since)
             idle_since = now;
         if (now - idle_since < s->spin_ns) {
-            oag_cpu_relax();
+            /* Pure spin first, then yield between checks so that agents sharing our core run. */
+            if (now - idle_since > 2000)
+                sched_yield();
+            else
+                oag_cpu_relax();
             s->spun = 1;
             continue;
         }
