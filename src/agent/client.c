@@ -55,7 +55,8 @@ struct oag_client {
     uint32_t outstanding;
     uint64_t next_ticket;
     uint64_t submitted, completed;
-    uint64_t spin_ns;
+    uint64_t spin_ns;            /* adaptive budget, 0..spin_max_ns */
+    uint64_t spin_max_ns;        /* $OAG_SPIN_US, default SPIN_MAX_NS; 0: never spin */
     uint64_t last_beat_ns;
     int evmode;                  /* oag_event_fd() was called: keep the wake flag armed */
     int dead;                    /* 0, or the error every call now returns */
@@ -231,10 +232,14 @@ OAG_EXPORT int oag_connect(oag_client **out, const char *endpoint)
         return -ENOMEM;
     c->sock = c->doorbell_fd = c->cmp_fd = -1;
     c->spin_ns = SPIN_START_NS;
+    c->spin_max_ns = SPIN_MAX_NS;
     c->next_ticket = 1;
     const char *spin = getenv("OAG_SPIN_US");
-    if (spin && *spin)
-        c->spin_ns = (uint64_t)strtoull(spin, NULL, 10) * 1000ull;
+    if (spin && *spin) {
+        c->spin_max_ns = (uint64_t)strtoull(spin, NULL, 10) * 1000ull;
+        if (c->spin_ns > c->spin_max_ns)
+            c->spin_ns = c->spin_max_ns;
+    }
 
     c->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (c->sock < 0) {
@@ -469,12 +474,13 @@ static int wait_completions(oag_client *c, int timeout_ms)
      * spin, yield between checks: when agents outnumber cores, the supervisor (or another
      * agent) gets the CPU instead of being starved by our spinning. */
     uint64_t spin_end = start + c->spin_ns, t = start;
-    for (unsigned i = 1;; i++) {
+    for (unsigned i = 1; c->spin_ns > 0; i++) {
         oag_cpu_relax();
         n = ring_cons_avail(&c->cmp);
         if (n != 0) {
-            if (c->spin_ns < SPIN_MAX_NS)
-                c->spin_ns += c->spin_ns / 4 + 1;
+            c->spin_ns += c->spin_ns / 4 + 1;
+            if (c->spin_ns > c->spin_max_ns)
+                c->spin_ns = c->spin_max_ns;
             return n;
         }
         if ((i & 31) == 0) {
@@ -487,6 +493,8 @@ static int wait_completions(oag_client *c, int timeout_ms)
     }
     if (c->spin_ns > SPIN_MIN_NS)
         c->spin_ns -= c->spin_ns / 4;
+    else if (c->spin_ns > 0 && c->spin_max_ns > 0)
+        c->spin_ns = SPIN_MIN_NS < c->spin_max_ns ? SPIN_MIN_NS : c->spin_max_ns;
     if (t - c->last_beat_ns > HEARTBEAT_NS)
         publish_state(c, t);
     for (;;) {
