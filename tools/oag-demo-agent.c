@@ -63,18 +63,31 @@ int main(int argc, char **argv)
     oag_info info;
     oag_get_info(c, &info);
     int identity = !strcmp(info.engine, "identity");
+    size_t out_size = (size_t)size;
+    if (info.input_dim) {
+        /* A model: a task is one row of input_dim floats, a result output_dim floats. */
+        size = (long)info.input_dim * 4;
+        out_size = (size_t)info.output_dim * 4;
+    }
     const char *id = getenv("OAG_AGENT_ID");
-    unsigned char *in = malloc((size_t)size), *out = malloc((size_t)size);
+    unsigned char *in = malloc((size_t)size), *out = malloc(out_size);
     uint64_t x = (uint64_t)getpid();
     long bad = 0;
     double t0 = now_s(), waited = 0;
     for (long i = 0; i < tasks; i++) {
         x = think((unsigned)think_us, x);
-        for (long b = 0; b < size; b++)
-            in[b] = (unsigned char)(x >> ((b & 7) * 8)) ^ (unsigned char)b;
+        if (info.input_dim) {
+            for (uint32_t k = 0; k < info.input_dim; k++) {
+                float v = (float)((x >> (k % 40)) & 0xffff) / 32768.0f - 1.0f;
+                memcpy(in + (size_t)k * 4, &v, 4);
+            }
+        } else {
+            for (long b = 0; b < size; b++)
+                in[b] = (unsigned char)(x >> ((b & 7) * 8)) ^ (unsigned char)b;
+        }
         size_t got = 0;
         double a = now_s();
-        rc = oag_infer(c, in, (size_t)size, out, (size_t)size, &got, 10000);
+        rc = oag_infer(c, in, (size_t)size, out, out_size, &got, 10000);
         waited += now_s() - a;
         if (rc) {
             fprintf(stderr, "oag-demo-agent: infer: %s\n", oag_strerror(rc));
@@ -83,12 +96,21 @@ int main(int argc, char **argv)
         }
         if (identity && (got != (size_t)size || memcmp(in, out, got)))
             bad++;
+        if (info.input_dim) {
+            int finite = got == out_size;
+            for (size_t k = 0; finite && k < got / 4; k++) {
+                float v;
+                memcpy(&v, out + k * 4, 4);
+                finite = v == v && v - v == 0.0f;
+            }
+            bad += !finite;
+        }
     }
     double dt = now_s() - t0;
-    printf("agent %s: %ld tasks in %.2f s: %.0f tasks/s, mean infer latency %.1f us%s%s\n",
-           id ? id : "-", tasks, dt, tasks / dt, waited / tasks * 1e6,
-           identity ? (bad ? ", RESULTS WRONG" : ", results verified") : "",
-           info.engine[0] ? "" : "");
+    printf("agent %s: %ld tasks in %.2f s on %s%s%s: %.0f tasks/s, mean infer latency %.1f us, "
+           "%s\n", id ? id : "-", tasks, dt, info.engine, info.model[0] ? " model " : "",
+           info.model, tasks / dt, waited / tasks * 1e6,
+           bad ? "RESULTS WRONG" : identity ? "results verified" : "results well-formed");
     oag_close(c);
     free(in);
     free(out);

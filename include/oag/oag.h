@@ -10,7 +10,8 @@
  *    this thread (for example the reason the supervisor gave for refusing a connection).
  *  - An oag_client is used by one thread at a time. Different clients are independent.
  *  - Errors that matter: -EMSGSIZE (task larger than the supervisor's max payload),
- *    -EAGAIN (lane full: poll some results first), -ETIMEDOUT, -ECONNRESET (the supervisor went
+ *    -EAGAIN (lane full: poll some results first), -EBUSY (the supervisor's overall queue is
+ *    full: back off and retry), -ETIMEDOUT, -ECONNRESET (the supervisor went
  *    away or cut this client off), -EPROTO (ABI or protocol mismatch), -EACCES (refused by the
  *    supervisor's credential check), -ENOENT (no supervisor at the endpoint).
  */
@@ -47,8 +48,8 @@ typedef struct oag_submit_opts {
     uint32_t timeout_us; /* 0: none; else the task completes with status -ETIMEDOUT (and no
                             output) when its result is not ready within this many microseconds
                             of oag_submit_ex() */
-    uint8_t priority;    /* 0 (highest) .. OAG_PRIORITY_LEVELS-1: carried to the supervisor;
-                            ordering by priority is not implemented yet (FIFO per agent) */
+    uint8_t priority;    /* 0 (highest) .. OAG_PRIORITY_LEVELS-1: batches take higher levels
+                            first, FIFO within a level (larger values count as the lowest) */
 } oag_submit_opts;
 
 #define OAG_PRIORITY_LEVELS 4
@@ -68,6 +69,10 @@ typedef struct oag_info {
     uint64_t tasks_done;     /* all agents, since start */
     char engine[32];         /* engine name, for example "identity" */
     char model[64];          /* model name or "" */
+    uint32_t model_version;  /* bumps on each reload */
+    uint32_t input_dim;      /* model engines: a task is input_dim float32 values (0: identity,
+                                any bytes) */
+    uint32_t output_dim;     /* model engines: a result is output_dim float32 values */
 } oag_info;
 
 /* Connects to the supervisor at endpoint: a Unix socket path, or NULL for $OAG_ENDPOINT, then
@@ -82,7 +87,8 @@ OAG_EXPORT int oag_infer(oag_client *c, const void *in, size_t in_len, void *out
                          size_t *out_len, int timeout_ms);
 
 /* Queues one task without waiting; *ticket identifies its completion. -EAGAIN when the lane is
- * full (as many tasks outstanding as oag_info.ring_slots): poll results, then retry. */
+ * full (as many tasks outstanding as oag_info.ring_slots): poll results, then retry. -EBUSY
+ * when the supervisor's overall queue is full (overload): back off. Neither ever blocks. */
 OAG_EXPORT int oag_submit(oag_client *c, const void *in, size_t in_len, uint64_t *ticket);
 OAG_EXPORT int oag_submit_ex(oag_client *c, const void *in, size_t in_len,
                              const oag_submit_opts *opts, uint64_t *ticket);

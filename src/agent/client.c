@@ -54,7 +54,7 @@ struct oag_client {
     uint32_t held;               /* completion slots handed to the caller, released next poll */
     uint32_t outstanding;
     uint64_t next_ticket;
-    uint64_t submitted, completed;
+    uint64_t submitted, completed, rejected;
     uint64_t spin_ns;            /* adaptive budget, 0..spin_max_ns */
     uint64_t spin_max_ns;        /* $OAG_SPIN_US, default SPIN_MAX_NS; 0: never spin */
     uint64_t last_beat_ns;
@@ -113,7 +113,7 @@ static void publish_state(oag_client *c, uint64_t now)
 {
     struct oag_agent_state st = {
         .heartbeat_ns = now, .submitted = c->submitted, .completed = c->completed,
-        .pid = (uint32_t)getpid(),
+        .pid = (uint32_t)getpid(), .rejected = c->rejected,
     };
     latch_write(&c->state->seq, c->state->rec[0], sizeof st / 8, &st);
     c->last_beat_ns = now;
@@ -267,14 +267,23 @@ OAG_EXPORT int oag_connect(oag_client **out, const char *endpoint)
         if (*end == '\0' && v >= 0 && v < (1L << 30))
             h.agent_id = (int32_t)v;
     }
-    if (send(c->sock, &h, sizeof h, MSG_NOSIGNAL) != (ssize_t)sizeof h) {
-        rc = -errno;
-        set_error("cannot send hello to %s: %s", path, strerror(errno));
-        goto fail;
-    }
     struct oag_welcome w;
     memset(&w, 0, sizeof w);
+    int send_err = 0;
+    if (send(c->sock, &h, sizeof h, MSG_NOSIGNAL) != (ssize_t)sizeof h)
+        send_err = -errno;
     rc = recv_welcome(c->sock, &w, fds, &nfds);
+    if (rc == -ECONNRESET || rc == -EPIPE) {
+        /* A refusal may be queued behind the reset: it is readable once the error is out. */
+        int again = recv_welcome(c->sock, &w, fds, &nfds);
+        if (again == 0)
+            rc = 0;
+    }
+    if (rc && send_err) {
+        rc = send_err;
+        set_error("cannot send hello to %s: %s", path, strerror(-send_err));
+        goto fail_fds;
+    }
     if (rc) {
         set_error("no valid welcome from %s: %s", path, oag_strerror(rc));
         goto fail_fds;
@@ -363,16 +372,28 @@ static int check_space(oag_client *c, size_t len)
                   c->hdr.max_payload);
         return -EMSGSIZE;
     }
+    /* The supervisor's overall queue is full: refuse at once rather than queue behind it.
+     * Relaxed: a hint; at worst one task more is queued or refused around the change. */
+    if (oag_load_relaxed_u32(&c->region->busy)) {
+        c->rejected++;
+        return -EBUSY;
+    }
     /* Never have more tasks out than the completion ring can hold: the supervisor then never
      * has to hold a result back for us. */
-    if (c->outstanding + c->nstash >= c->hdr.cmp_slots)
+    if (c->outstanding + c->nstash >= c->hdr.cmp_slots) {
+        c->rejected++;
         return -EAGAIN;
+    }
     int space = ring_prod_space(&c->sub, 1);
     if (space < 0) {
         c->dead = -EPROTO;
         return -EPROTO;
     }
-    return space > 0 ? 0 : -EAGAIN;
+    if (space == 0) {
+        c->rejected++;
+        return -EAGAIN;
+    }
+    return 0;
 }
 
 static void fill_and_publish(oag_client *c, struct oag_slot_hdr *s, size_t len,
@@ -692,6 +713,9 @@ OAG_EXPORT int oag_get_info(oag_client *c, oag_info *info)
     info->ring_slots = c->hdr.cmp_slots;
     info->agents = g.agents;
     info->ready = g.ready;
+    info->model_version = g.model_version;
+    info->input_dim = g.input_dim;
+    info->output_dim = g.output_dim;
     info->tasks_done = g.tasks_done;
     memcpy(info->engine, g.engine, sizeof info->engine);
     info->engine[sizeof info->engine - 1] = '\0';

@@ -4,9 +4,21 @@
 #include "engine.h"
 
 extern const struct oag_engine_ops engine_identity_ops;
+#ifdef OAG_ENGINE_CPU   /* defined by cpu_engine_dep (src/cpu/meson.build) when it is linked */
+extern const struct oag_engine_ops engine_cpu_ops;
+#endif
+#ifdef OAG_ENGINE_CUDA  /* defined by cuda_engine_dep (src/cuda/meson.build) when it is linked */
+extern const struct oag_engine_ops engine_cuda_ops;
+#endif
 
 static const struct oag_engine_ops *const engines[] = {
     &engine_identity_ops,
+#ifdef OAG_ENGINE_CPU
+    &engine_cpu_ops,
+#endif
+#ifdef OAG_ENGINE_CUDA
+    &engine_cuda_ops,
+#endif
 };
 
 const struct oag_engine_ops *engine_lookup(const char *name)

@@ -1,160 +1,323 @@
 /*
- * batcher.c - takes tasks from the lanes round-robin into a batch, runs the engine on it, and
- * writes each result into its agent's completion ring.
+ * batcher.c - the dynamic batcher between the lanes and the engine instances.
  *
- * Fairness: each visit to a lane takes at most a quantum of tasks, and the next sweep resumes
- * after the last lane visited, so one busy agent cannot starve the others.
- * Flow control: a task is only taken while its lane's completion ring has a free slot reserved
- * for its result, so a result is never held back and an agent that stops reading stalls only
- * itself (its submission ring fills and its own submits get -EAGAIN).
- * Copies: a task's payload is copied once out of the lane (it is untrusted and the agent may
- * reuse the slot), and its result once into the completion slot.
+ * Intake: tasks are taken from the lanes round-robin, a quantum per lane per sweep, into FIFO
+ * queues per priority level (bounded overall by --max-queue; when full, intake stops and the
+ * region's busy flag makes agents' submits fail at once with -EBUSY). Only the validated header
+ * is copied at intake; the payload stays in the lane's slot until the task enters a batch, where
+ * it is copied exactly once, into the engine's (pinned) batch buffer. Because tasks of different
+ * priorities leave a lane out of order, each lane keeps a flag per slot and hands slots back to
+ * the agent in ring order as soon as a prefix has been copied out.
+ *
+ * Batch formation (Triton's semantics): a batch leaves when max_batch tasks wait, or when the
+ * largest preferred size that fits is reached, or when the oldest task has waited max_delay_us
+ * (0: at once); highest priority first, FIFO within a level.
+ *
+ * Deadlines: a queued task whose deadline passes is completed with -ETIMEDOUT by the loop's
+ * timer, whatever the engine is doing; a task whose batch finishes after its deadline also
+ * reports -ETIMEDOUT.
+ *
+ * Flow control: a task is only taken while its lane's completion ring has a slot reserved for
+ * its result (lane->owed), so results are never held back and an agent that stops reading
+ * stalls only itself. In in-order mode the result of submission index i goes to completion slot
+ * i (the reservation guarantees it is free) and the ring is published over the finished prefix:
+ * ordering costs no copy.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "inst.h"
 #include "log.h"
 #include "sup.h"
 
-static void *host_alloc(struct sup *s, size_t bytes)
-{
-    if (s->engine_ops->host_alloc)
-        return s->engine_ops->host_alloc(s->engine, bytes);
-    return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
-}
+#define NIL UINT32_MAX
+#define F_TAKEN 1u   /* submission slot copied out (or expired): may be handed back */
+#define F_READY 2u   /* in-order mode: result written to completion slot, not yet published */
 
-static void host_free(struct sup *s, void *p)
-{
-    if (p && s->engine_ops->host_free)
-        s->engine_ops->host_free(s->engine, p);
-    else
-        free(p);
-}
+static uint32_t prio_of(uint8_t p) { return p < OAG_PRIORITY_LEVELS ? p : OAG_PRIORITY_LEVELS - 1; }
 
 int batcher_init(struct sup *s)
 {
     struct batcher *bt = &s->bat;
-    uint32_t mb = s->cfg.max_batch;
-    uint32_t stride = (s->cfg.max_payload + 63u) & ~63u;
-    bt->b.in_stride = bt->b.out_stride = stride;
-    bt->tasks = calloc(mb, sizeof *bt->tasks);
-    bt->b.in = host_alloc(s, (size_t)mb * stride);
-    bt->b.out = host_alloc(s, (size_t)mb * stride);
-    bt->b.in_len = calloc(mb, sizeof(uint32_t));
-    bt->b.out_len = calloc(mb, sizeof(uint32_t));
-    bt->b.status = calloc(mb, sizeof(int32_t));
-    if (!bt->tasks || !bt->b.in || !bt->b.out || !bt->b.in_len || !bt->b.out_len || !bt->b.status)
+    bt->pool_cap = s->cfg.max_queue;
+    bt->pool = calloc(bt->pool_cap, sizeof *bt->pool);
+    if (!bt->pool)
         return -ENOMEM;
+    for (uint32_t i = 0; i < bt->pool_cap; i++)
+        bt->pool[i].next = i + 1 < bt->pool_cap ? i + 1 : NIL;
+    bt->free_head = 0;
+    for (int p = 0; p < OAG_PRIORITY_LEVELS; p++)
+        bt->qhead[p] = bt->qtail[p] = NIL;
+    bt->next_deadline = UINT64_MAX;
     return 0;
 }
 
 void batcher_fini(struct sup *s)
 {
-    struct batcher *bt = &s->bat;
-    free(bt->tasks);
-    host_free(s, bt->b.in);
-    host_free(s, bt->b.out);
-    free(bt->b.in_len);
-    free(bt->b.out_len);
-    free(bt->b.status);
+    free(s->bat.pool);
+    s->bat.pool = NULL;
 }
 
-/* Takes up to `want` tasks from one lane into the batch. Returns the number taken. */
-static uint32_t take_from_lane(struct sup *s, struct lane *l, uint32_t want)
+/* ---- batch slots (per engine instance) ------------------------------------------------- */
+
+static void *host_alloc(struct inst *in, size_t bytes)
+{
+    if (in->ops->host_alloc)
+        return in->ops->host_alloc(in->e, bytes);
+    return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+}
+
+static void host_free(struct inst *in, void *p)
+{
+    if (p && in->ops->host_free)
+        in->ops->host_free(in->e, p);
+    else
+        free(p);
+}
+
+void bslot_free(struct sup *s, struct bslot *bs)
+{
+    (void)s;
+    if (!bs)
+        return;
+    host_free(bs->inst, bs->b.in);
+    host_free(bs->inst, bs->b.out);
+    free(bs->tasks);
+    free(bs->b.in_len);
+    free(bs->b.out_len);
+    free(bs->b.status);
+    free(bs);
+}
+
+struct bslot *bslot_new(struct sup *s, struct inst *in)
+{
+    uint32_t mb = s->cfg.max_batch;
+    struct bslot *bs = calloc(1, sizeof *bs);
+    if (!bs)
+        return NULL;
+    bs->inst = in;
+    uint32_t in_stride = (s->cfg.max_payload + 63u) & ~63u;
+    uint32_t out_row = in->ops->out_row_bytes ? in->ops->out_row_bytes(in->e) : 0;
+    uint32_t out_stride = out_row ? ((out_row + 63u) & ~63u) : in_stride;
+    bs->b.in_stride = in_stride;
+    bs->b.out_stride = out_stride;
+    bs->b.in = host_alloc(in, (size_t)mb * in_stride);
+    bs->b.out = host_alloc(in, (size_t)mb * out_stride);
+    bs->tasks = calloc(mb, sizeof *bs->tasks);
+    bs->b.in_len = calloc(mb, sizeof(uint32_t));
+    bs->b.out_len = calloc(mb, sizeof(uint32_t));
+    bs->b.status = calloc(mb, sizeof(int32_t));
+    bs->b.user = bs;
+    if (!bs->b.in || !bs->b.out || !bs->tasks || !bs->b.in_len || !bs->b.out_len ||
+        !bs->b.status) {
+        bslot_free(s, bs);
+        return NULL;
+    }
+    return bs;
+}
+
+/* ---- per-lane helpers ------------------------------------------------------------------ */
+
+/* Hands the copied-out prefix of the submission ring back to the agent. */
+static void lane_release_prefix(struct lane *l)
+{
+    uint32_t n = 0, idx = l->sub.mine;
+    while (idx != l->intake && (l->flags[idx & l->sub.mask] & F_TAKEN)) {
+        l->flags[idx & l->sub.mask] &= (uint8_t)~F_TAKEN;
+        idx++;
+        n++;
+    }
+    if (n)
+        ring_cons_release(&l->sub, n);
+}
+
+static void lane_mark_touched(struct sup *s, struct lane *l)
+{
+    if (!l->touched) {
+        l->touched = 1;
+        s->bat.touched[s->bat.ntouched++] = l->id;
+    }
+}
+
+/* Writes one result into the lane's completion ring (not yet published). */
+static void lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx, uint64_t ticket,
+                            int32_t status, const void *data, uint32_t len)
+{
+    struct oag_slot_hdr *slot;
+    if (s->cfg.in_order)
+        slot = ring_slot(&l->cmp, sub_idx);
+    else
+        slot = ring_slot(&l->cmp, l->cmp.mine + l->pending);
+    struct oag_slot_hdr h = { .ticket = ticket, .len = len, .status = status };
+    memcpy(slot, &h, sizeof h);
+    if (len)
+        memcpy(slot + 1, data, len);
+    if (s->cfg.in_order)
+        l->flags[sub_idx & l->sub.mask] |= F_READY;
+    else
+        l->pending++;
+    l->owed--;
+    l->tasks_done++;
+    s->tasks_done++;
+    if (status == 0)
+        s->bat.ok++;
+    else
+        s->bat.failed++;
+    lane_mark_touched(s, l);
+}
+
+/* Publishes what was written to each touched lane, waking agents that sleep. */
+static void publish_touched(struct sup *s)
+{
+    struct batcher *bt = &s->bat;
+    for (uint32_t k = 0; k < bt->ntouched; k++) {
+        struct lane *l = &s->lanes[bt->touched[k]];
+        l->touched = 0;
+        if (!l->in_use)
+            continue;
+        uint32_t n = 0;
+        if (s->cfg.in_order) {
+            uint32_t idx = l->cmp.mine;
+            while (l->flags[idx & l->sub.mask] & F_READY) {
+                l->flags[idx & l->sub.mask] &= (uint8_t)~F_READY;
+                idx++;
+                n++;
+            }
+        } else {
+            n = l->pending;
+            l->pending = 0;
+        }
+        if (n) {
+            ring_prod_publish(&l->cmp, n);
+            if (ring_prod_needs_wake(&l->cmp))
+                lane_wake(s, l);
+        }
+    }
+    bt->ntouched = 0;
+}
+
+/* ---- intake ---------------------------------------------------------------------------- */
+
+static uint32_t pend_alloc(struct batcher *bt)
+{
+    uint32_t i = bt->free_head;
+    if (i != NIL) {
+        bt->free_head = bt->pool[i].next;
+        bt->pool_used++;
+    }
+    return i;
+}
+
+static void pend_free(struct batcher *bt, uint32_t i)
+{
+    bt->pool[i].next = bt->free_head;
+    bt->free_head = i;
+    bt->pool_used--;
+}
+
+/* Takes up to `want` new tasks from one lane into the queues. Returns the number taken. */
+static uint32_t intake_lane(struct sup *s, struct lane *l, uint32_t want, uint64_t now)
 {
     struct batcher *bt = &s->bat;
     int avail = ring_cons_avail(&l->sub);
-    if (avail <= 0) {
-        if (avail < 0)
-            lane_cut(s, l, "submission ring index out of range");
+    if (avail < 0) {
+        lane_cut(s, l, "submission ring index out of range");
         return 0;
     }
-    /* Room for the results: completion slots free, minus those owed to tasks already taken. */
-    int space = ring_prod_space(&l->cmp, l->owed + want);
+    uint32_t fresh = (uint32_t)avail - (l->intake - l->sub.mine);
+    if (fresh == 0)
+        return 0;
+    int space = ring_prod_space(&l->cmp, l->owed + l->pending + 1);
     if (space < 0) {
         lane_cut(s, l, "completion ring index out of range");
         return 0;
     }
     uint32_t room = (uint32_t)space > l->owed + l->pending ? (uint32_t)space - l->owed - l->pending
                                                            : 0;
-    uint32_t n = (uint32_t)avail;
-    if (n > want)
-        n = want;
+    uint32_t n = fresh < want ? fresh : want;
     if (n > room)
         n = room;
-    uint64_t now = 0;
+    if (n > bt->pool_cap - bt->pool_used)
+        n = bt->pool_cap - bt->pool_used;
     for (uint32_t k = 0; k < n; k++) {
-        const struct oag_slot_hdr *slot = ring_slot(&l->sub, l->sub.mine + k);
+        uint32_t idx = l->intake;
         struct oag_slot_hdr h;
-        memcpy(&h, slot, sizeof h); /* copy the header out once; validate the copy */
+        memcpy(&h, ring_slot(&l->sub, idx), sizeof h); /* copy the header once; use the copy */
         if (h.len > l->hdr.max_payload) {
             lane_cut(s, l, "task length exceeds the lane's max payload");
             return k;
         }
-        uint32_t i = bt->n;
-        memcpy(bt->b.in + (size_t)i * bt->b.in_stride, slot + 1, h.len);
-        bt->b.in_len[i] = h.len;
-        bt->tasks[i].lane = l->id;
-        bt->tasks[i].gen = l->generation;
-        bt->tasks[i].ticket = h.ticket;
-        bt->tasks[i].deadline_ns = 0;
-        if (h.timeout_us) {
-            /* The agent's submit time is its own CLOCK_MONOTONIC (same host); a lie only
-             * changes when its own task times out. */
-            bt->tasks[i].deadline_ns = h.submit_ns + (uint64_t)h.timeout_us * 1000u;
-        }
-        if (bt->n++ == 0) {
-            if (!now)
-                now = now_ns();
-            bt->oldest_ns = now;
-        }
-    }
-    if (n) {
-        ring_cons_release(&l->sub, n);
-        l->owed += n;
+        uint32_t pi = pend_alloc(bt);
+        struct pend *p = &bt->pool[pi];
+        p->lane = l->id;
+        p->gen = l->generation;
+        p->idx = idx;
+        p->len = h.len;
+        p->ticket = h.ticket;
+        p->enq_ns = now;
+        p->dead = 0;
+        /* The agent's submit time is its own CLOCK_MONOTONIC (same host); a lie only changes
+         * when its own task times out. */
+        p->deadline_ns = h.timeout_us ? h.submit_ns + (uint64_t)h.timeout_us * 1000u : 0;
+        if (p->deadline_ns && p->deadline_ns < bt->next_deadline)
+            bt->next_deadline = p->deadline_ns;
+        uint32_t q = prio_of(h.priority);
+        p->next = NIL;
+        if (bt->qtail[q] == NIL)
+            bt->qhead[q] = pi;
+        else
+            bt->pool[bt->qtail[q]].next = pi;
+        bt->qtail[q] = pi;
+        bt->npend++;
+        l->intake++;
+        l->owed++;
     }
     return n;
+}
+
+static void update_busy(struct sup *s)
+{
+    struct batcher *bt = &s->bat;
+    uint32_t busy = oag_load_relaxed_u32(&s->region->busy);
+    if (!busy && bt->pool_used >= bt->pool_cap) {
+        oag_store_relaxed_u32(&s->region->busy, 1); /* relaxed: a hint agents poll */
+        bt->busy_events++;
+    } else if (busy && bt->pool_used < bt->pool_cap - bt->pool_cap / 4) {
+        oag_store_relaxed_u32(&s->region->busy, 0);
+    }
 }
 
 int batcher_collect(struct sup *s)
 {
     struct batcher *bt = &s->bat;
     int total = 0;
-    if (s->nactive == 0)
+    if (s->nactive == 0 || !s->ready)
         return 0;
     uint32_t quantum = s->cfg.max_batch / s->nactive;
     if (quantum < 8)
         quantum = 8;
-    /* Sweep until the batch is full or a whole sweep found nothing. */
+    uint64_t now = now_ns();
+    /* Sweep until the queues are full or a whole sweep found nothing. */
     uint32_t idle = 0;
-    while (bt->n < s->cfg.max_batch && s->nactive > 0 && idle < s->nactive) {
+    while (bt->pool_used < bt->pool_cap && s->nactive > 0 && idle < s->nactive) {
         if (bt->rr >= s->nactive)
             bt->rr = 0;
         struct lane *l = &s->lanes[s->active[bt->rr]];
-        uint32_t want = s->cfg.max_batch - bt->n;
-        if (want > quantum)
-            want = quantum;
-        uint32_t got = take_from_lane(s, l, want);
+        uint32_t got = intake_lane(s, l, quantum, now);
         bt->rr++;
         if (got) {
             total += (int)got;
             idle = 0;
+            /* Enough for a full batch and an engine is free: stop sweeping, dispatch first. */
+            if (bt->npend >= s->cfg.max_batch * 2)
+                break;
         } else {
             idle++;
         }
     }
+    update_busy(s);
     return total;
-}
-
-int batcher_due(struct sup *s, uint64_t now)
-{
-    struct batcher *bt = &s->bat;
-    if (bt->n == 0)
-        return 0;
-    if (bt->n >= s->cfg.max_batch || s->cfg.max_delay_us == 0 || s->draining)
-        return 1;
-    return now - bt->oldest_ns >= (uint64_t)s->cfg.max_delay_us * 1000u;
 }
 
 int lanes_have_work(struct sup *s)
@@ -162,95 +325,224 @@ int lanes_have_work(struct sup *s)
     for (uint32_t i = 0; i < s->nactive; i++) {
         struct lane *l = &s->lanes[s->active[i]];
         /* Pairs with the release in the agent's ring_prod_publish(). */
-        if (oag_load_acquire_u32(&l->sub.ctl->prod) != l->sub.mine)
+        if (oag_load_acquire_u32(&l->sub.ctl->prod) != l->intake)
             return 1;
     }
     return 0;
 }
 
-void batcher_flush(struct sup *s)
+/* ---- deadlines ------------------------------------------------------------------------- */
+
+void batcher_expire(struct sup *s, uint64_t now)
 {
     struct batcher *bt = &s->bat;
-    uint32_t n = bt->n;
-    if (n == 0)
+    if (now < bt->next_deadline)
         return;
-    bt->b.n = n;
-    bt->b.whole_rc = 0;
-    int rc = s->engine_ops->submit(s->engine, &bt->b);
-    if (rc == 0 && s->engine_ops->reap) {
-        /* An asynchronous engine: wait for this batch (one batch in flight for now). */
-        struct oag_batch *done;
-        while ((done = s->engine_ops->reap(s->engine)) == NULL)
-            oag_cpu_relax();
-        rc = done->whole_rc;
-    } else if (rc == 0) {
-        rc = bt->b.whole_rc;
-    }
-    uint64_t done_ns = now_ns();
-    if (rc < 0) {
-        log_warn("engine failed a batch of %u: %s", n, strerror(-rc));
-        for (uint32_t i = 0; i < n; i++) {
-            bt->b.status[i] = rc;
-            bt->b.out_len[i] = 0;
+    uint64_t next = UINT64_MAX;
+    for (int q = 0; q < OAG_PRIORITY_LEVELS; q++) {
+        for (uint32_t i = bt->qhead[q]; i != NIL; i = bt->pool[i].next) {
+            struct pend *p = &bt->pool[i];
+            if (p->dead || !p->deadline_ns)
+                continue;
+            if (p->deadline_ns > now) {
+                if (p->deadline_ns < next)
+                    next = p->deadline_ns;
+                continue;
+            }
+            p->dead = 1;
+            bt->npend--;
+            bt->timed_out++;
+            struct lane *l = &s->lanes[p->lane];
+            if (!l->in_use || l->generation != p->gen)
+                continue;
+            l->flags[p->idx & l->sub.mask] |= F_TAKEN;
+            lane_put_result(s, l, p->idx, p->ticket, -ETIMEDOUT, NULL, 0);
+            lane_release_prefix(l);
         }
     }
-    /* Write every result into its lane, then publish once per lane. */
-    uint32_t touched[64];
-    uint32_t ntouched = 0;
-    int overflow = 0;
+    bt->next_deadline = next;
+    publish_touched(s);
+}
+
+/* ---- dispatch -------------------------------------------------------------------------- */
+
+static uint64_t oldest_enq(struct batcher *bt)
+{
+    uint64_t o = UINT64_MAX;
+    for (int q = 0; q < OAG_PRIORITY_LEVELS; q++) {
+        uint32_t i = bt->qhead[q];
+        while (i != NIL && bt->pool[i].dead)
+            i = bt->pool[i].next;
+        if (i != NIL && bt->pool[i].enq_ns < o)
+            o = bt->pool[i].enq_ns;
+    }
+    return o;
+}
+
+/* How many tasks the next batch should take now (0: keep waiting). Sets *wake_at to when the
+ * delay runs out if it returns 0 with tasks waiting. */
+static uint32_t batch_size_now(struct sup *s, uint64_t now, uint64_t *wake_at)
+{
+    struct batcher *bt = &s->bat;
+    uint32_t n = bt->npend;
+    if (n == 0)
+        return 0;
+    if (n >= s->cfg.max_batch)
+        return s->cfg.max_batch;
+    for (int k = (int)s->cfg.npreferred - 1; k >= 0; k--)
+        if (s->cfg.preferred[k] <= n)
+            return s->cfg.preferred[k];
+    if (s->cfg.max_delay_us == 0 || s->draining)
+        return n;
+    uint64_t due = oldest_enq(bt) + (uint64_t)s->cfg.max_delay_us * 1000u;
+    if (now >= due)
+        return n;
+    *wake_at = due;
+    return 0;
+}
+
+/* Fills bs with up to n tasks, highest priority first. Returns the rows filled. */
+static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
+{
+    struct batcher *bt = &s->bat;
+    uint32_t rows = 0;
+    uint64_t now = now_ns();
+    for (int q = 0; q < OAG_PRIORITY_LEVELS && rows < n; q++) {
+        while (rows < n && bt->qhead[q] != NIL) {
+            uint32_t pi = bt->qhead[q];
+            struct pend *p = &bt->pool[pi];
+            bt->qhead[q] = p->next;
+            if (bt->qhead[q] == NIL)
+                bt->qtail[q] = NIL;
+            int dead = p->dead;
+            struct pend copy = *p;
+            pend_free(bt, pi);
+            if (dead)
+                continue;
+            bt->npend--;
+            struct lane *l = &s->lanes[copy.lane];
+            if (!l->in_use || l->generation != copy.gen) {
+                bt->dropped++;
+                continue;
+            }
+            /* The payload's only copy: from the agent's slot into the engine's buffer. */
+            memcpy(bs->b.in + (size_t)rows * bs->b.in_stride, ring_slot(&l->sub, copy.idx) + 1,
+                   copy.len);
+            bs->b.in_len[rows] = copy.len;
+            bs->tasks[rows] = (struct task){ .lane = copy.lane, .gen = copy.gen,
+                                             .idx = copy.idx, .ticket = copy.ticket,
+                                             .deadline_ns = copy.deadline_ns };
+            bt->queue_ns += now - copy.enq_ns;
+            l->flags[copy.idx & l->sub.mask] |= F_TAKEN;
+            lane_release_prefix(l);
+            rows++;
+        }
+    }
+    return rows;
+}
+
+/* The instance to run the next batch: a free batch slot on the least loaded healthy instance
+ * of the current model version. */
+static struct bslot *pick_slot(struct sup *s)
+{
+    struct bslot *best = NULL;
+    uint32_t best_load = UINT32_MAX;
+    for (uint32_t i = 0; i < s->ninst; i++) {
+        struct inst *in = s->inst[i];
+        if (in->retired || in->failed || in->inflight >= in->max_inflight)
+            continue;
+        if (in->inflight >= best_load)
+            continue;
+        for (uint32_t k = 0; k < s->nslots; k++) {
+            struct bslot *bs = s->slots[k];
+            if (bs->inst == in && !bs->busy) {
+                best = bs;
+                best_load = in->inflight;
+                break;
+            }
+        }
+    }
+    return best;
+}
+
+int batcher_dispatch(struct sup *s, uint64_t now, uint64_t *wake_at)
+{
+    int started = 0;
+    for (;;) {
+        uint32_t n = batch_size_now(s, now, wake_at);
+        if (n == 0)
+            return started;
+        struct bslot *bs = pick_slot(s);
+        if (!bs)
+            return started; /* every engine busy: tasks wait (and batch up) in the queues */
+        uint32_t rows = fill_batch(s, bs, n);
+        if (rows == 0)
+            continue;
+        bs->b.n = rows;
+        bs->busy = 1;
+        bs->start_ns = now_ns();
+        int rc = inst_submit(bs->inst, &bs->b);
+        if (rc < 0) {
+            log_warn("engine %s: batch of %u could not start: %s", bs->inst->ops->name, rows,
+                     strerror(-rc));
+            bs->b.whole_rc = rc;
+            batcher_complete(s, &bs->b);
+            continue;
+        }
+        started++;
+        if (inst_event_fd(bs->inst) < 0) {
+            struct oag_batch *done;
+            while ((done = inst_reap(bs->inst)) != NULL)
+                batcher_complete(s, done);
+        }
+    }
+}
+
+/* ---- completion ------------------------------------------------------------------------ */
+
+void batcher_complete(struct sup *s, struct oag_batch *b)
+{
+    struct batcher *bt = &s->bat;
+    struct bslot *bs = b->user;
+    uint64_t done_ns = now_ns();
+    uint32_t n = b->n;
+    if (b->whole_rc < 0) {
+        bt->engine_errors++;
+        log_warn("engine %s failed a batch of %u: %s", bs->inst->ops->name, n,
+                 strerror(-b->whole_rc));
+    }
+    bt->compute_ns += done_ns - bs->start_ns;
     for (uint32_t i = 0; i < n; i++) {
-        struct task *t = &bt->tasks[i];
+        struct task *t = &bs->tasks[i];
         struct lane *l = &s->lanes[t->lane];
         if (!l->in_use || l->generation != t->gen) {
             bt->dropped++;
             continue;
         }
-        struct oag_slot_hdr *slot = ring_slot(&l->cmp, l->cmp.mine + l->pending);
-        uint32_t len = bt->b.out_len[i];
-        if (t->deadline_ns && done_ns > t->deadline_ns) {
-            bt->b.status[i] = -ETIMEDOUT; /* too late: the agent asked for an error instead */
+        int32_t status = b->whole_rc < 0 ? b->whole_rc : b->status[i];
+        uint32_t len = status == 0 ? b->out_len[i] : 0;
+        if (status == 0 && t->deadline_ns && done_ns > t->deadline_ns) {
+            status = -ETIMEDOUT; /* too late: the agent asked for an error instead */
             len = 0;
             bt->timed_out++;
         }
         if (len > l->hdr.max_payload) {
+            status = -EMSGSIZE;
             len = 0;
-            bt->b.status[i] = -EMSGSIZE;
         }
-        struct oag_slot_hdr h = { .ticket = t->ticket, .len = len, .status = bt->b.status[i] };
-        memcpy(slot, &h, sizeof h);
-        memcpy(slot + 1, bt->b.out + (size_t)i * bt->b.out_stride, len);
-        if (l->pending++ == 0) {
-            if (ntouched < 64)
-                touched[ntouched++] = l->id;
-            else
-                overflow = 1;
-        }
-        l->owed--;
-        l->tasks_done++;
+        lane_put_result(s, l, t->idx, t->ticket, status,
+                        b->out + (size_t)i * b->out_stride, len);
     }
-    s->tasks_done += n;
     bt->batches++;
     bt->tasks_total += n;
-    bt->n = 0;
-    if (overflow) {
-        for (uint32_t i = 0; i < s->nactive; i++) {
-            struct lane *l = &s->lanes[s->active[i]];
-            if (l->pending) {
-                ring_prod_publish(&l->cmp, l->pending);
-                l->pending = 0;
-                if (ring_prod_needs_wake(&l->cmp))
-                    lane_wake(s, l);
-            }
-        }
-        return;
-    }
-    for (uint32_t k = 0; k < ntouched; k++) {
-        struct lane *l = &s->lanes[touched[k]];
-        if (!l->in_use || !l->pending)
-            continue;
-        ring_prod_publish(&l->cmp, l->pending);
-        l->pending = 0;
-        if (ring_prod_needs_wake(&l->cmp))
-            lane_wake(s, l);
-    }
+    bs->busy = 0;
+    publish_touched(s);
+}
+
+int batcher_busy(struct sup *s)
+{
+    for (uint32_t k = 0; k < s->nslots; k++)
+        if (s->slots[k]->busy)
+            return 1;
+    return s->bat.npend > 0;
 }

@@ -99,25 +99,44 @@ static void status(struct sup *s, struct out *o, int json)
                 "\"cut_offs\":%llu,"
                 "\"refused\":%llu,\"lanes\":%u,\"fleet_size\":%d,\"max_batch\":%u,"
                 "\"max_delay_us\":%u,\"max_payload\":%u,\"ring_slots\":%u,\"draining\":%s,"
+                "\"engine_instances\":%u,\"model\":\"%s\",\"model_version\":%u,\"ready\":%s,"
+                "\"max_queue\":%u,\"queued\":%u,\"in_order\":%s,\"tasks_ok\":%llu,"
+                "\"tasks_failed\":%llu,\"engine_errors\":%llu,\"busy_events\":%llu,"
                 "\"agents\":[",
-             (int)getpid(), s->cfg.name, s->cfg.backend, up, (unsigned long long)s->tasks_done,
+             (int)getpid(), s->cfg.name, s->engine_ops->name, up, (unsigned long long)s->tasks_done,
              (unsigned long long)s->bat.batches, (unsigned long long)s->bat.dropped,
              (unsigned long long)s->bat.timed_out, (unsigned long long)s->cut_offs,
              (unsigned long long)s->refused, s->nactive,
              s->fleet_size, s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_payload,
-             s->cfg.ring_slots, s->draining ? "true" : "false");
+             s->cfg.ring_slots, s->draining ? "true" : "false", s->ninst, s->model_name,
+             s->model_version, s->ready ? "true" : "false", s->cfg.max_queue, s->bat.npend,
+             s->cfg.in_order ? "true" : "false", (unsigned long long)s->bat.ok,
+             (unsigned long long)s->bat.failed, (unsigned long long)s->bat.engine_errors,
+             (unsigned long long)s->bat.busy_events);
     } else {
         outf(o, "supervisor pid %d name %s engine %s up %.1fs tasks %llu batches %llu "
                 "(avg %.1f) lanes %u fleet %d\n",
-             (int)getpid(), s->cfg.name, s->cfg.backend, up, (unsigned long long)s->tasks_done,
+             (int)getpid(), s->cfg.name, s->engine_ops->name, up, (unsigned long long)s->tasks_done,
              (unsigned long long)s->bat.batches,
              s->bat.batches ? (double)s->bat.tasks_total / (double)s->bat.batches : 0.0,
              s->nactive, s->fleet_size);
-        outf(o, "batcher max-batch %u max-delay-us %u max-payload %u ring-slots %u; "
-                "cut off %llu, refused %llu, dropped results %llu\n",
-             s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_payload, s->cfg.ring_slots,
-             (unsigned long long)s->cut_offs, (unsigned long long)s->refused,
-             (unsigned long long)s->bat.dropped);
+        outf(o, "engine %s x%u, model %s (version %u), %s; lanes: max-payload %u ring-slots %u\n",
+             s->engine_ops->name, s->ninst, s->model_name[0] ? s->model_name : "-",
+             s->model_version,
+             s->ready ? (s->reloading ? "ready, reloading" : "ready") : "warming up",
+             s->cfg.max_payload, s->cfg.ring_slots);
+        outf(o, "batcher max-batch %u max-delay-us %u max-queue %u%s; queued %u; "
+                "avg queue %.1f us, avg compute %.1f us per batch\n",
+             s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_queue,
+             s->cfg.in_order ? " in-order" : "", s->bat.npend,
+             s->bat.tasks_total ? (double)s->bat.queue_ns / 1e3 / (double)s->bat.tasks_total : 0.0,
+             s->bat.batches ? (double)s->bat.compute_ns / 1e3 / (double)s->bat.batches : 0.0);
+        outf(o, "tasks ok %llu, failed %llu (timed out %llu), engine errors %llu, busy events %llu; "
+                "lanes cut off %llu, connections refused %llu, results dropped %llu\n",
+             (unsigned long long)s->bat.ok, (unsigned long long)s->bat.failed,
+             (unsigned long long)s->bat.timed_out, (unsigned long long)s->bat.engine_errors,
+             (unsigned long long)s->bat.busy_events, (unsigned long long)s->cut_offs,
+             (unsigned long long)s->refused, (unsigned long long)s->bat.dropped);
         outf(o, "%-6s %-8s %-9s %-8s %-12s %-5s %s\n", "ID", "PID", "STATE", "RESTARTS", "TASKS",
              "GEN", "SEEN");
     }
@@ -164,6 +183,15 @@ static void status(struct sup *s, struct out *o, int json)
         outf(o, "]}\n");
 }
 
+void ctl_reply_and_close(struct sup *s, int fd, const char *text, int status)
+{
+    (void)s;
+    struct out o = { .fd = fd };
+    outf(&o, "%s\n", text);
+    out_end(&o, status);
+    close(fd);
+}
+
 void ctl_handle(struct sup *s, int fd, const char *cmd)
 {
     struct out o = { .fd = fd };
@@ -196,12 +224,29 @@ void ctl_handle(struct sup *s, int fd, const char *cmd)
             outf(&o, "fleet scaled from %d to %ld agents\n", before, n);
             out_end(&o, 0);
         }
+    } else if (!strcmp(cmd, "reload") || !strncmp(cmd, "reload ", 7)) {
+        char msg[600];
+        int rc = engines_reload(s, cmd[6] ? cmd + 7 : NULL, msg, sizeof msg);
+        if (rc) {
+            outf(&o, "reload: %s\n", msg);
+            out_end(&o, rc);
+        } else {
+            /* The answer comes when the new model serves (or failed to load). */
+            int keep = dup(fd);
+            if (keep < 0) {
+                outf(&o, "reload started\n");
+                out_end(&o, 0);
+            } else {
+                engines_reload_wait_fd(keep);
+            }
+        }
     } else if (!strcmp(cmd, "stop")) {
         outf(&o, "stopping\n");
         out_end(&o, 0);
         kill(getpid(), SIGTERM);
     } else {
-        outf(&o, "unknown command '%s' (status, status --json, scale N, stop)\n", cmd);
+        outf(&o, "unknown command '%s' (status, status --json, scale N, reload [DIR], stop)\n",
+             cmd);
         out_end(&o, -EINVAL);
     }
 }

@@ -18,7 +18,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "inst.h"
 #include "log.h"
+#include "model/model.h"
 #include "shm/endpoint.h"
 #include "shm/latch.h"
 #include "sup.h"
@@ -239,8 +241,16 @@ void instance_publish(struct sup *s, int ready)
     g.max_delay_us = s->cfg.max_delay_us;
     g.ring_slots = s->cfg.ring_slots;
     g.agents = s->nactive;
-    g.ready = (uint32_t)ready;
-    snprintf(g.engine, sizeof g.engine, "%s", s->cfg.backend);
+    g.ready = (uint32_t)(ready && s->ready);
+    snprintf(g.engine, sizeof g.engine, "%s", s->engine_ops ? s->engine_ops->name : s->cfg.backend);
+    snprintf(g.model, sizeof g.model, "%s", s->model_name);
+    g.model_version = s->model_version;
+    for (uint32_t i = 0; i < s->ninst; i++)
+        if (!s->inst[i]->retired && s->inst[i]->model) {
+            g.input_dim = s->inst[i]->model->input_dim;
+            g.output_dim = s->inst[i]->model->output_dim;
+            break;
+        }
     latch_write(&s->region->global.seq, s->region->global.rec[0], sizeof g / 8, &g);
     s->last_publish_ns = now_ns();
 }

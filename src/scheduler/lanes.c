@@ -35,6 +35,22 @@ int conns_init(struct sup *s)
     return 0;
 }
 
+static void send_refusal(int fd, int err, const char *reason);
+
+/* Refuses a connection whose hello may still be unread: read it first (closing a socket with
+ * unread data resets it, and the peer would see ECONNRESET instead of our reason). */
+static void refuse_now(int fd, int err, const char *reason)
+{
+    struct oag_hello h;
+    struct pollfd pf = { .fd = fd, .events = POLLIN };
+    if (poll(&pf, 1, 20) > 0 && recv(fd, &h, sizeof h, MSG_DONTWAIT) < 0) {
+        /* nothing to drain */
+    }
+    send_refusal(fd, err, reason);
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}
+
 static void send_refusal(int fd, int err, const char *reason)
 {
     struct oag_welcome w;
@@ -94,16 +110,7 @@ int conn_accept_all(struct sup *s)
             close(fd);
             continue;
         }
-        if (!peer_allowed(s, cr.uid, cr.gid)) {
-            char why[160];
-            snprintf(why, sizeof why, "uid %u gid %u is not allowed by this supervisor",
-                     (unsigned)cr.uid, (unsigned)cr.gid);
-            log_warn("refused connection from pid %d: %s", (int)cr.pid, why);
-            s->refused++;
-            send_refusal(fd, -EACCES, why);
-            close(fd);
-            continue;
-        }
+        int allowed = peer_allowed(s, cr.uid, cr.gid);
         int idx = -1;
         for (int i = 0; i < s->nconns; i++)
             if (s->conns[i].kind == CONN_FREE) {
@@ -111,12 +118,15 @@ int conn_accept_all(struct sup *s)
                 break;
             }
         if (idx < 0 || s->draining) {
-            send_refusal(fd, -EBUSY, s->draining ? "supervisor is shutting down"
-                                                 : "too many connections");
-            close(fd);
+            s->refused++;
+            refuse_now(fd, -EBUSY, s->draining ? "supervisor is shutting down"
+                                               : "too many connections");
             continue;
         }
         struct conn *c = &s->conns[idx];
+        /* A disallowed peer is answered once its hello has been read (conn_event): nothing it
+         * sends is acted upon. */
+        c->refuse = allowed ? 0 : -EACCES;
         c->kind = CONN_NEW;
         c->fd = fd;
         c->lane = -1;
@@ -187,13 +197,20 @@ static int lane_create(struct sup *s, struct lane *l, int *fd_out)
                    h->sub_slots, h->slot_size);
     ring_side_init(&l->cmp, (struct oag_ring_ctl *)(l->map + h->cmp_ctl_off), l->map + h->cmp_off,
                    h->cmp_slots, h->slot_size);
+    l->flags = calloc(g.sub_slots, 1);
     l->cmp_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (l->cmp_efd < 0) {
-        rc = -errno;
+    if (l->cmp_efd < 0 || !l->flags) {
+        rc = l->flags ? -errno : -ENOMEM;
+        if (l->cmp_efd >= 0)
+            close(l->cmp_efd);
+        free(l->flags);
+        l->flags = NULL;
         munmap(p, g.size);
         close(fd);
         return rc;
     }
+    l->intake = 0;
+    l->touched = 0;
     *fd_out = fd;
     return 0;
 }
@@ -207,6 +224,8 @@ static void lane_release(struct sup *s, struct lane *l)
     s->lanes[last].active_idx = l->active_idx;
     munmap(l->map, l->size);
     close(l->cmp_efd);
+    free(l->flags);
+    l->flags = NULL;
     l->map = NULL;
     l->cmp_efd = -1;
     l->in_use = 0;
@@ -336,6 +355,15 @@ void conn_event(struct sup *s, int idx, uint32_t gen, int res)
         return;
     }
     if (n <= 0) {
+        conn_close(s, idx);
+        return;
+    }
+    if (c->refuse) {
+        char why[160];
+        snprintf(why, sizeof why, "uid %u is not allowed by this supervisor", (unsigned)c->uid);
+        log_warn("refused connection from pid %d: %s", (int)c->pid, why);
+        s->refused++;
+        send_refusal(c->fd, c->refuse, why);
         conn_close(s, idx);
         return;
     }

@@ -129,6 +129,12 @@ static int handle_cqe(struct sup *s, const struct io_uring_cqe *cqe)
             return 0; /* cancelled */
         conn_event(s, (int)idx, gen, res);
         return 1;
+    case UD_ENGINE:
+        engines_event(s, idx);
+        return 1;
+    case UD_RELOAD:
+        engines_reload_event(s);
+        return 1;
     case UD_PIDFD:
     case UD_OUT:
     case UD_ERR: {
@@ -191,9 +197,7 @@ static int drain_finished(struct sup *s, uint64_t now)
             return 0;
         log_warn("agents still running after the stop timeout; leaving anyway");
     }
-    if (s->bat.n)
-        return 0;
-    return 1;
+    return !batcher_busy(s);
 }
 
 int loop_run(struct sup *s)
@@ -217,13 +221,11 @@ int loop_run(struct sup *s)
             next_timer = now + BACKSTOP_NS;
             fleet_tick(s, now, &next_timer);
         }
+        batcher_expire(s, now);
         int got = batcher_collect(s);
-        if (batcher_due(s, now)) {
-            batcher_flush(s);
-            idle_since = 0;
-            continue;
-        }
-        if (got || events) {
+        uint64_t wake_at = UINT64_MAX;
+        int started = batcher_dispatch(s, now, &wake_at);
+        if (got || events || started) {
             if (s->spun && got) {
                 uint64_t max = (uint64_t)s->cfg.spin_us * 1000u;
                 s->spin_ns += s->spin_ns / 4 + 256;
@@ -238,7 +240,7 @@ int loop_run(struct sup *s)
             instance_publish(s, 1);
         if (s->draining && drain_finished(s, now))
             break;
-        if (!s->draining && s->cfg.exit_with_fleet && s->nagents > 0 && s->bat.n == 0) {
+        if (!s->draining && s->cfg.exit_with_fleet && s->nagents > 0 && !batcher_busy(s)) {
             int ok;
             if (fleet_done(s, &ok)) {
                 log_info("every agent has exited (%s)", ok ? "all succeeded" : "some failed");
@@ -264,13 +266,18 @@ int loop_run(struct sup *s)
             s->spin_ns -= s->spin_ns / 4;
         s->spun = 0;
         uint64_t deadline = next_timer;
-        if (s->bat.n) {
-            uint64_t due = s->bat.oldest_ns + (uint64_t)s->cfg.max_delay_us * 1000u;
-            if (due < deadline)
-                deadline = due;
-        }
+        if (wake_at < deadline)
+            deadline = wake_at;
+        if (s->bat.next_deadline < deadline)
+            deadline = s->bat.next_deadline;
         sleep_until(s, now, deadline);
         idle_since = 0;
+    }
+    /* Let batches in flight finish, so that their buffers are no longer the engine's. */
+    for (int i = 0; i < 1000 && batcher_busy(s); i++) {
+        for (uint32_t k = 0; k < s->ninst; k++)
+            engines_event(s, k);
+        usleep(1000);
     }
     /* Whatever is still attached (agents we did not launch) is told we are gone. */
     while (s->nactive)

@@ -32,10 +32,18 @@ static void usage(FILE *f)
 "  -s, --socket PATH          control socket (default $XDG_RUNTIME_DIR/oag/NAME.sock,\n"
 "                             else /tmp/oag-UID/NAME.sock); agents get it as OAG_ENDPOINT\n"
 "  -a, --agents N             agents to launch running CMD (default 1 with CMD, else 0)\n"
-"  -b, --backend NAME         engine: %s (default identity)\n"
+"  -b, --backend NAME         engine: auto (default: cuda when a GPU is present and a model\n"
+"                             is given, else cpu; identity without a model) or one of: %s\n"
+"  -m, --model DIR            model folder (config.json + model.safetensors)\n"
+"      --gpus all|I,J,...     GPUs for the cuda engine, one engine instance each (default all)\n"
+"      --threads N            BLAS threads for the cpu engine (default: OpenBLAS's)\n"
 "      --max-batch N          largest batch (default 256)\n"
 "      --max-delay-us N       how long the oldest task may wait for a batch to fill\n"
-"                             (default 0: leave as soon as the lanes are drained)\n"
+"                             (default 0: leave as soon as the queues are drained)\n"
+"      --preferred-batch L    preferred batch sizes, comma-separated (e.g. 32,64,128)\n"
+"      --max-queue N          tasks queued in the supervisor, all agents together (default\n"
+"                             4096); when full, submits fail at once with -EBUSY\n"
+"      --in-order             complete each agent's tasks in submission order\n"
 "      --max-payload BYTES    largest task input/output (default 4096)\n"
 "      --ring-slots N         tasks one agent may have outstanding, power of two (default 256)\n"
 "      --max-lanes N          agents attached at once (default 1024)\n"
@@ -74,8 +82,34 @@ static int parse_u32(const char *opt, const char *arg, uint32_t min, uint32_t ma
 enum {
     O_MAX_BATCH = 256, O_MAX_DELAY, O_MAX_PAYLOAD, O_RING_SLOTS, O_MAX_LANES, O_SPIN,
     O_RDELAY, O_RMAX, O_RBURST, O_RWINDOW, O_STOP, O_ALLOW_UID, O_ALLOW_GID, O_SOCK_MODE,
-    O_LOG_DIR, O_EXIT_FLEET,
+    O_LOG_DIR, O_EXIT_FLEET, O_GPUS, O_THREADS, O_PREFERRED, O_MAX_QUEUE, O_IN_ORDER,
 };
+
+/* Parses "a,b,c" into ascending unique u32 values in [min, max]. Returns the count or -1. */
+static int parse_list(const char *opt, const char *arg, uint32_t min, uint32_t max, uint32_t *out,
+                      int cap)
+{
+    int n = 0;
+    const char *p = arg;
+    while (*p) {
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(p, &end, 10);
+        if (errno || end == p || *p == '-' || v < min || v > max || n >= cap ||
+            (*end && *end != ',') || (n > 0 && v <= out[n - 1])) {
+            fprintf(stderr, "oag-supervisor: --%s: expected ascending integers from %u to %u "
+                            "separated by commas (at most %d), got '%s'\n", opt, min, max, cap, arg);
+            return -1;
+        }
+        out[n++] = (uint32_t)v;
+        p = *end ? end + 1 : end;
+    }
+    if (n == 0) {
+        fprintf(stderr, "oag-supervisor: --%s: empty list\n", opt);
+        return -1;
+    }
+    return n;
+}
 
 static int parse_args(struct sup_config *c, int argc, char **argv)
 {
@@ -98,13 +132,19 @@ static int parse_args(struct sup_config *c, int argc, char **argv)
         { "socket-mode", required_argument, 0, O_SOCK_MODE },
         { "log-dir", required_argument, 0, O_LOG_DIR },
         { "exit-with-fleet", no_argument, 0, O_EXIT_FLEET },
+        { "model", required_argument, 0, 'm' },
+        { "gpus", required_argument, 0, O_GPUS },
+        { "threads", required_argument, 0, O_THREADS },
+        { "preferred-batch", required_argument, 0, O_PREFERRED },
+        { "max-queue", required_argument, 0, O_MAX_QUEUE },
+        { "in-order", no_argument, 0, O_IN_ORDER },
         { "quiet", no_argument, 0, 'q' },            { "verbose", no_argument, 0, 'v' },
         { "help", no_argument, 0, 'h' },             { 0, 0, 0, 0 },
     };
     uint32_t v;
     int agents = -1, o;
     const char *sock = NULL;
-    while ((o = getopt_long(argc, argv, "+n:s:a:b:qvh", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "+n:s:a:b:m:qvh", opts, NULL)) != -1) {
         const char *name = NULL;
         for (const struct option *p = opts; p->name; p++)
             if (p->val == o)
@@ -162,6 +202,34 @@ static int parse_args(struct sup_config *c, int argc, char **argv)
         }
         case O_LOG_DIR: c->log_dir = optarg; break;
         case O_EXIT_FLEET: c->exit_with_fleet = 1; break;
+        case 'm': c->model = optarg; break;
+        case O_GPUS:
+            if (!strcmp(optarg, "all")) {
+                c->ngpus = 0;
+            } else {
+                uint32_t g[SUP_MAX_GPUS];
+                int n = parse_list(name, optarg, 0, 255, g, SUP_MAX_GPUS);
+                if (n < 0)
+                    return -EINVAL;
+                for (int i = 0; i < n; i++)
+                    c->gpus[i] = (int)g[i];
+                c->ngpus = n;
+            }
+            break;
+        case O_THREADS:
+            if (parse_u32(name, optarg, 1, 1024, &v))
+                return -EINVAL;
+            c->threads = (int)v;
+            break;
+        case O_PREFERRED: {
+            int n = parse_list(name, optarg, 1, 1u << 16, c->preferred, SUP_MAX_PREFERRED);
+            if (n < 0)
+                return -EINVAL;
+            c->npreferred = (uint32_t)n;
+            break;
+        }
+        case O_MAX_QUEUE: if (parse_u32(name, optarg, 1, 1u << 24, &c->max_queue)) return -EINVAL; break;
+        case O_IN_ORDER: c->in_order = 1; break;
         case 'q': log_level = LOG_WARN; break;
         case 'v': log_level = LOG_DEBUG; break;
         case 'h': usage(stdout); exit(0);
@@ -196,11 +264,29 @@ static int parse_args(struct sup_config *c, int argc, char **argv)
                 c->max_lanes);
         return -EINVAL;
     }
-    if (!engine_lookup(c->backend)) {
-        fprintf(stderr, "oag-supervisor: --backend: unknown engine '%s' (have: %s)\n", c->backend,
-                engine_names());
+    if (strcmp(c->backend, "auto") && !engine_lookup(c->backend)) {
+        fprintf(stderr, "oag-supervisor: --backend: no engine '%s' in this build (have: auto, %s)\n",
+                c->backend, engine_names());
         return -EINVAL;
     }
+    if (c->model && !strcmp(c->backend, "identity")) {
+        fprintf(stderr, "oag-supervisor: --model needs a model engine (cpu, cuda or auto), not identity\n");
+        return -EINVAL;
+    }
+    if (!c->model && strcmp(c->backend, "identity") && strcmp(c->backend, "auto")) {
+        fprintf(stderr, "oag-supervisor: --backend %s needs --model DIR\n", c->backend);
+        return -EINVAL;
+    }
+    for (uint32_t i = 0; i < c->npreferred; i++)
+        if (c->preferred[i] > c->max_batch) {
+            fprintf(stderr, "oag-supervisor: --preferred-batch %u exceeds --max-batch %u\n",
+                    c->preferred[i], c->max_batch);
+            return -EINVAL;
+        }
+    if (c->max_queue < c->max_batch)
+        fprintf(stderr, "oag-supervisor: warning: --max-queue %u is smaller than --max-batch %u: "
+                        "batches will hold at most %u tasks\n", c->max_queue, c->max_batch,
+                c->max_queue);
     struct oag_lane_geom g;
     if (oag_lane_geom(&g, c->max_payload, c->ring_slots)) {
         fprintf(stderr, "oag-supervisor: invalid lane geometry\n");
@@ -214,7 +300,8 @@ int main(int argc, char **argv)
     static struct sup s;
     struct sup_config *c = &s.cfg;
     c->name = OAG_DEFAULT_NAME;
-    c->backend = "identity";
+    c->backend = "auto";
+    c->max_queue = 4096;
     c->max_batch = 256;
     c->max_delay_us = 0;
     c->max_payload = 4096;
@@ -264,18 +351,17 @@ int main(int argc, char **argv)
         s.lanes[i].agent_id = -1;
         s.lanes[i].generation = 1;
     }
-    s.engine_ops = engine_lookup(c->backend);
-    struct oag_engine_params ep = { .max_batch = c->max_batch, .max_payload = c->max_payload };
-    err = s.engine_ops->create(&s.engine, &ep);
-    if (err) {
-        log_err("engine %s: %s", c->backend, strerror(-err));
-        goto out_ring;
-    }
     if (conns_init(&s) || batcher_init(&s) || fleet_init(&s)) {
         log_err("out of memory");
         goto out_engine;
     }
     err = instance_open(&s);
+    if (err)
+        goto out_instance;
+    /* The engine is loaded and warmed up before the loop serves anyone (agents that connect
+     * meanwhile wait in the socket's backlog): a supervisor that cannot serve its model
+     * refuses to start instead of serving half a model. */
+    err = engines_start(&s);
     if (err)
         goto out_instance;
     rc = loop_run(&s);
@@ -285,8 +371,8 @@ out_instance:
     fleet_fini(&s);
     instance_close(&s);
 out_engine:
+    engines_stop(&s);
     batcher_fini(&s);
-    s.engine_ops->destroy(s.engine);
 out_ring:
     io_uring_queue_exit(&s.ring);
     free(s.lanes);

@@ -15,6 +15,11 @@
 #include "shm/ring.h"
 
 #define SUP_MAX_ALLOW 16
+#define SUP_MAX_PREFERRED 16
+#define SUP_MAX_GPUS 16
+#define OAG_PRIORITY_LEVELS 4
+
+struct inst;
 
 struct sup_config {
     const char *name;
@@ -32,6 +37,14 @@ struct sup_config {
     const char *log_dir;
     int exit_with_fleet;
     char **cmd;                /* NULL-terminated, or NULL */
+    uint32_t max_queue;        /* tasks queued in the supervisor, all agents together */
+    uint32_t preferred[SUP_MAX_PREFERRED]; /* preferred batch sizes, ascending */
+    uint32_t npreferred;
+    int in_order;              /* complete each agent's tasks in submission order */
+    const char *model;         /* model folder, or NULL */
+    int gpus[SUP_MAX_GPUS];    /* device list for cuda */
+    int ngpus;                 /* 0: all */
+    int threads;               /* BLAS threads for cpu */
 };
 
 enum agent_state { AG_STARTING, AG_RUNNING, AG_BACKOFF, AG_EXITED, AG_FAILED, AG_STOPPING };
@@ -72,8 +85,11 @@ struct lane {
     struct oag_lane_hdr hdr;   /* private copy, never re-read */
     struct ring_side sub;      /* we consume */
     struct ring_side cmp;      /* we produce */
-    uint32_t owed;             /* tasks taken from sub, result not yet published */
-    uint32_t pending;          /* completion slots written in the current batch, unpublished */
+    uint32_t owed;             /* tasks taken from sub, result not yet written */
+    uint32_t pending;          /* any-order: completion slots written, not yet published */
+    uint32_t intake;           /* next submission index to take into the queues */
+    uint8_t *flags;            /* per slot: F_TAKEN / F_READY (batcher.c) */
+    int touched;               /* in bat.touched: has results to publish */
     uint64_t tasks_done;
     pid_t peer_pid;
     int agent_id;              /* fleet agent id or -1 */
@@ -89,23 +105,47 @@ struct conn {
     int lane;                  /* CONN_AGENT: lane id */
     pid_t pid;
     uid_t uid;
+    int refuse;                /* 0, or the error to answer this peer's hello with */
 };
 
-/* One task taken from a lane, waiting in (or running in) the batch. */
-struct task {
-    uint32_t lane;
-    uint32_t gen;
+/* A task queued in the supervisor: its header copied and validated, its payload still in the
+ * lane's slot (idx). */
+struct pend {
+    uint32_t lane, gen, idx, len;
     uint64_t ticket;
     uint64_t deadline_ns;      /* 0: none */
+    uint64_t enq_ns;
+    uint32_t next;             /* queue link / free list */
+    uint8_t dead;              /* expired while queued: skipped when popped */
+};
+
+/* One row of a batch in flight. */
+struct task {
+    uint32_t lane, gen, idx;
+    uint64_t ticket;
+    uint64_t deadline_ns;
+};
+
+/* A batch buffer set bound to one engine instance (host memory from that instance). */
+struct bslot {
+    struct oag_batch b;
+    struct task *tasks;
+    struct inst *inst;
+    int busy;
+    uint64_t start_ns;
 };
 
 struct batcher {
-    uint32_t n;                /* tasks collected so far */
-    uint64_t oldest_ns;        /* when the first of them was collected */
-    struct task *tasks;
-    struct oag_batch b;
+    struct pend *pool;
+    uint32_t pool_cap, pool_used, free_head;
+    uint32_t npend;            /* live queued tasks */
+    uint32_t qhead[OAG_PRIORITY_LEVELS], qtail[OAG_PRIORITY_LEVELS];
+    uint64_t next_deadline;
     uint32_t rr;               /* round-robin cursor over active lanes */
-    uint64_t batches, tasks_total, dropped, timed_out;
+    uint32_t touched[1024];    /* lanes with results to publish */
+    uint32_t ntouched;
+    uint64_t batches, tasks_total, dropped, timed_out, ok, failed, engine_errors;
+    uint64_t busy_events, queue_ns, compute_ns;
 };
 
 struct sup {
@@ -121,7 +161,14 @@ struct sup {
     uint64_t start_ns;
 
     const struct oag_engine_ops *engine_ops;
-    struct oag_engine *engine;
+    struct inst *inst[SUP_MAX_GPUS * 2]; /* current instances, then retiring ones */
+    uint32_t ninst;
+    struct bslot *slots[SUP_MAX_GPUS * 2 * 8];
+    uint32_t nslots;
+    uint32_t model_version;
+    int ready;                 /* engines warmed up: serving */
+    int reloading;
+    char model_name[64];
 
     struct lane *lanes;        /* cfg.max_lanes */
     uint32_t *active;          /* ids of lanes in use, dense */
@@ -165,9 +212,22 @@ void lane_wake(struct sup *s, struct lane *l);
 int batcher_init(struct sup *s);
 void batcher_fini(struct sup *s);
 int batcher_collect(struct sup *s);
-int batcher_due(struct sup *s, uint64_t now);
-void batcher_flush(struct sup *s);
+int batcher_dispatch(struct sup *s, uint64_t now, uint64_t *wake_at);
+void batcher_complete(struct sup *s, struct oag_batch *b);
+void batcher_expire(struct sup *s, uint64_t now);
+int batcher_busy(struct sup *s);
 int lanes_have_work(struct sup *s);
+struct bslot *bslot_new(struct sup *s, struct inst *in);
+void bslot_free(struct sup *s, struct bslot *bs);
+
+/* engines.c */
+int engines_start(struct sup *s);
+void engines_stop(struct sup *s);
+void engines_event(struct sup *s, uint32_t idx);
+void engines_arm(struct sup *s);
+int engines_reload(struct sup *s, const char *model, char *msg, size_t msglen);
+void engines_reload_event(struct sup *s);
+int engines_reload_wait_fd(int fd);
 
 /* fleet.c */
 int fleet_init(struct sup *s);
@@ -189,9 +249,11 @@ int loop_run(struct sup *s);
 
 /* ctl.c */
 void ctl_handle(struct sup *s, int fd, const char *cmd);
+void ctl_reply_and_close(struct sup *s, int fd, const char *text, int status);
 
 /* io_uring user_data: type in the top byte, then a 24-bit generation, then a 32-bit index. */
-enum { UD_LISTEN = 1, UD_SIGNAL, UD_DOORBELL, UD_CONN, UD_PIDFD, UD_OUT, UD_ERR };
+enum { UD_LISTEN = 1, UD_SIGNAL, UD_DOORBELL, UD_CONN, UD_PIDFD, UD_OUT, UD_ERR, UD_ENGINE,
+       UD_RELOAD };
 static inline uint64_t ud_make(unsigned type, uint32_t gen, uint32_t idx)
 {
     return ((uint64_t)type << 56) | ((uint64_t)(gen & 0xffffff) << 32) | idx;

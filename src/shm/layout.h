@@ -8,8 +8,11 @@
  *    supervisor; agents receive a read-only fd and map it PROT_READ, so they cannot change it.
  *
  *      0      struct oag_region_hdr   magic, abi (stored last, release), sizes, pid
- *      64     oag_atomic_u32 sup_sleeping   supervisor writes 1 before it sleeps, 0 when awake;
- *                                           agents read it to decide whether to ring the doorbell
+ *      64     oag_atomic_u32 sup_sleeping   sleep epoch: the supervisor makes it odd before it
+ *                                           sleeps, even when awake; agents read it to decide
+ *                                           whether to ring the doorbell
+ *      68     oag_atomic_u32 busy           supervisor writes 1 while its overall queue is full;
+ *                                           agents' submits then fail at once with -EBUSY
  *      128    struct oag_latch_global  double-buffered global state (supervisor writes)
  *
  * 2. A lane (one per attached agent, an anonymous memfd passed over the control socket). Shared
@@ -63,11 +66,13 @@ struct oag_global_state {
     uint32_t ring_slots;
     uint32_t agents;
     uint32_t ready;
-    uint32_t flags;
+    uint32_t model_version;
     char engine[32];
     char model[64];
+    uint32_t input_dim;     /* model engines: floats per task input row (0: any bytes) */
+    uint32_t output_dim;    /* model engines: floats per result row */
 };
-_Static_assert(sizeof(struct oag_global_state) == 144, "global state size is ABI");
+_Static_assert(sizeof(struct oag_global_state) == 152, "global state size is ABI");
 _Static_assert(sizeof(struct oag_global_state) % 8 == 0, "latch copies 8-byte words");
 
 /*
@@ -84,11 +89,13 @@ struct oag_latch_global {
 
 struct oag_region {
     struct oag_region_hdr hdr;
-    oag_atomic_u32 sup_sleeping; /* supervisor writes; agents read (see wake protocol in ring.h) */
-    uint32_t pad1[15];
+    oag_atomic_u32 sup_sleeping; /* supervisor writes; agents read (wake protocol in loop.c) */
+    oag_atomic_u32 busy;         /* supervisor writes; agents read (overall queue full) */
+    uint32_t pad1[14];
     struct oag_latch_global global;
 };
 _Static_assert(offsetof(struct oag_region, sup_sleeping) == 64, "region ABI");
+_Static_assert(offsetof(struct oag_region, busy) == 68, "region ABI");
 _Static_assert(offsetof(struct oag_region, global) == 128, "region ABI");
 
 /* ---- lane ------------------------------------------------------------------------------ */
@@ -120,7 +127,8 @@ struct oag_agent_state {
     uint64_t completed;
     uint32_t pid;
     uint32_t flags;
-    uint64_t pad[4];
+    uint64_t rejected;      /* submits refused with -EAGAIN or -EBUSY */
+    uint64_t pad[3];
 };
 _Static_assert(sizeof(struct oag_agent_state) == 64, "agent state ABI");
 

@@ -1,0 +1,399 @@
+/*
+ * engines.c - the engine instances the batcher feeds: one per GPU in the device list (cuda), or
+ * one (cpu, identity); their warm-up before the supervisor reports ready; and model reload.
+ *
+ * Reload builds the new model's instances on a helper thread (loading and uploading can take
+ * seconds) and warms them up; only then does the loop swap them in: new batches go to the new
+ * instances, batches in flight finish on the old ones, which are destroyed once idle. A model
+ * that fails to load or warm up leaves the old one serving.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "inst.h"
+#include "log.h"
+#include "model/model.h"
+#include "sup.h"
+
+struct loaded {
+    struct inst *inst[SUP_MAX_GPUS];
+    uint32_t n;
+    struct oag_model *model;
+    char name[64];
+};
+
+/* Models in use, each freed when its last instance is gone. */
+static struct oag_model *models[8];
+static uint32_t model_refs[8];
+
+static void model_hold(struct oag_model *m, uint32_t n)
+{
+    if (!m)
+        return;
+    for (int i = 0; i < 8; i++)
+        if (models[i] == m) {
+            model_refs[i] += n;
+            return;
+        }
+    for (int i = 0; i < 8; i++)
+        if (!models[i]) {
+            models[i] = m;
+            model_refs[i] = n;
+            return;
+        }
+}
+
+static void model_drop(struct oag_model *m)
+{
+    for (int i = 0; i < 8; i++)
+        if (models[i] == m && m) {
+            if (--model_refs[i] == 0) {
+                oag_model_free(m);
+                models[i] = NULL;
+            }
+            return;
+        }
+}
+
+/* Runs one batch of n zero rows through in and waits for it. Returns 0 or a negative errno. */
+static int warm_one(struct sup *s, struct inst *in, uint32_t n, uint32_t row_bytes)
+{
+    struct bslot *bs = bslot_new(s, in);
+    if (!bs)
+        return -ENOMEM;
+    if (n > s->cfg.max_batch)
+        n = s->cfg.max_batch;
+    bs->b.n = n;
+    for (uint32_t i = 0; i < n; i++) {
+        memset(bs->b.in + (size_t)i * bs->b.in_stride, 0, row_bytes);
+        bs->b.in_len[i] = row_bytes;
+    }
+    int rc = inst_submit(in, &bs->b);
+    if (rc == 0) {
+        struct oag_batch *done;
+        while ((done = inst_reap(in)) == NULL) {
+            int fd = inst_event_fd(in);
+            if (fd >= 0) {
+                struct pollfd pf = { .fd = fd, .events = POLLIN };
+                poll(&pf, 1, 100);
+            }
+        }
+        rc = done->whole_rc;
+        for (uint32_t i = 0; rc == 0 && i < n; i++)
+            if (done->status[i])
+                rc = done->status[i];
+    }
+    bslot_free(s, bs);
+    return rc;
+}
+
+static int warm_up(struct sup *s, struct inst *in, const struct oag_model *m)
+{
+    uint32_t row = m ? m->input_dim * 4u : 64u;
+    if (row > s->cfg.max_payload)
+        row = s->cfg.max_payload;
+    uint32_t sizes[SUP_MAX_PREFERRED + 2], n = 0;
+    sizes[n++] = 1;
+    for (uint32_t i = 0; i < s->cfg.npreferred; i++)
+        sizes[n++] = s->cfg.preferred[i];
+    sizes[n++] = s->cfg.max_batch;
+    for (uint32_t i = 0; i < n; i++) {
+        int rc = warm_one(s, in, sizes[i], row);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Loads model (if any) and creates + warms the instances for backend ops. */
+static int build(struct sup *s, const struct oag_engine_ops *ops, const char *model_dir,
+                 struct loaded *out, char *msg, size_t msglen)
+{
+    memset(out, 0, sizeof *out);
+    int rc;
+    if (model_dir) {
+        rc = oag_model_load(&out->model, model_dir, msg, msglen);
+        if (rc)
+            return rc;
+        snprintf(out->name, sizeof out->name, "%s", out->model->name);
+        if (out->model->input_dim * 4u > s->cfg.max_payload ||
+            out->model->output_dim * 4u > s->cfg.max_payload) {
+            snprintf(msg, msglen, "model %s: rows of %u/%u floats exceed --max-payload %u bytes",
+                     model_dir, out->model->input_dim, out->model->output_dim, s->cfg.max_payload);
+            oag_model_free(out->model);
+            out->model = NULL;
+            return -EMSGSIZE;
+        }
+    }
+    int devs[SUP_MAX_GPUS], ndev;
+    int is_gpu = !strcmp(ops->name, "cuda");
+    if (is_gpu && s->cfg.ngpus > 0) {
+        ndev = s->cfg.ngpus;
+        memcpy(devs, s->cfg.gpus, sizeof(int) * (size_t)ndev);
+    } else if (is_gpu) {
+        ndev = SUP_MAX_GPUS; /* "all": as many as exist */
+        for (int i = 0; i < ndev; i++)
+            devs[i] = i;
+    } else {
+        ndev = 1;
+        devs[0] = -1;
+    }
+    struct oag_engine_params p = {
+        .max_batch = s->cfg.max_batch, .max_payload = s->cfg.max_payload, .model = out->model,
+        .buckets = s->cfg.npreferred ? s->cfg.preferred : NULL, .nbuckets = s->cfg.npreferred,
+        .threads = s->cfg.threads,
+    };
+    rc = 0;
+    for (int i = 0; i < ndev; i++) {
+        p.device = devs[i];
+        struct inst *in;
+        rc = inst_create(&in, ops, &p, out->model, !strcmp(ops->name, "cpu"));
+        if (rc == -ENODEV && is_gpu && s->cfg.ngpus == 0 && out->n > 0) {
+            rc = 0; /* past the last device */
+            break;
+        }
+        if (rc) {
+            snprintf(msg, msglen, "engine %s (device %d): %s", ops->name, devs[i], strerror(-rc));
+            break;
+        }
+        out->inst[out->n++] = in;
+        rc = warm_up(s, in, out->model);
+        if (rc) {
+            snprintf(msg, msglen, "engine %s (device %d): warm-up failed: %s", ops->name, devs[i],
+                     strerror(-rc));
+            break;
+        }
+    }
+    if (rc) {
+        for (uint32_t i = 0; i < out->n; i++)
+            inst_destroy(out->inst[i]);
+        oag_model_free(out->model);
+        memset(out, 0, sizeof *out);
+    }
+    return rc;
+}
+
+/* Adds built instances to the rotation with their batch slots. */
+static int adopt(struct sup *s, struct loaded *ld)
+{
+    model_hold(ld->model, ld->n);
+    for (uint32_t i = 0; i < ld->n; i++) {
+        struct inst *in = ld->inst[i];
+        in->model_version = s->model_version;
+        for (uint32_t k = 0; k < in->max_inflight; k++) {
+            struct bslot *bs = bslot_new(s, in);
+            if (!bs)
+                return -ENOMEM;
+            s->slots[s->nslots++] = bs;
+        }
+        s->inst[s->ninst++] = in;
+        int fd = inst_event_fd(in);
+        if (fd >= 0)
+            loop_arm_poll(s, fd, ud_make(UD_ENGINE, 0, s->ninst - 1), POLLIN);
+    }
+    snprintf(s->model_name, sizeof s->model_name, "%s", ld->name);
+    return 0;
+}
+
+int engines_start(struct sup *s)
+{
+    char msg[512] = "";
+    const char *b = s->cfg.backend;
+    struct loaded ld;
+    int rc;
+    if (!strcmp(b, "auto")) {
+        const struct oag_engine_ops *cuda = engine_lookup("cuda");
+        rc = -ENODEV;
+        if (s->cfg.model && cuda) {
+            rc = build(s, cuda, s->cfg.model, &ld, msg, sizeof msg);
+            if (rc == 0)
+                s->engine_ops = cuda;
+            else
+                log_info("no usable GPU (%s); using the cpu engine", msg);
+        }
+        if (rc) {
+            s->engine_ops = engine_lookup(s->cfg.model ? "cpu" : "identity");
+            if (!s->engine_ops) {
+                log_err("no engine available for this model");
+                return -ENODEV;
+            }
+            rc = build(s, s->engine_ops, s->cfg.model, &ld, msg, sizeof msg);
+        }
+    } else {
+        s->engine_ops = engine_lookup(b);
+        rc = build(s, s->engine_ops, s->cfg.model, &ld, msg, sizeof msg);
+    }
+    if (rc) {
+        log_err("%s", msg[0] ? msg : strerror(-rc));
+        return rc;
+    }
+    s->model_version = 1;
+    rc = adopt(s, &ld);
+    if (rc)
+        return rc;
+    log_info("engine %s: %u instance(s)%s%s, warmed up", s->engine_ops->name, ld.n,
+             ld.model ? ", model " : "", ld.model ? ld.model->path : "");
+    s->ready = 1;
+    return 0;
+}
+
+/* Destroys retired instances that have nothing in flight. */
+static void reap_retired(struct sup *s)
+{
+    for (uint32_t i = 0; i < s->ninst;) {
+        struct inst *in = s->inst[i];
+        if (!in->retired || in->inflight) {
+            i++;
+            continue;
+        }
+        int fd = inst_event_fd(in);
+        if (fd >= 0)
+            loop_cancel(s, ud_make(UD_ENGINE, 0, i));
+        for (uint32_t k = 0; k < s->nslots;) {
+            if (s->slots[k]->inst == in) {
+                bslot_free(s, s->slots[k]);
+                s->slots[k] = s->slots[--s->nslots];
+            } else {
+                k++;
+            }
+        }
+        struct oag_model *m = in->model;
+        inst_destroy(in);
+        model_drop(m);
+        /* Keep indices stable for armed polls: move the last instance here and re-arm it. */
+        uint32_t last = --s->ninst;
+        if (i != last) {
+            s->inst[i] = s->inst[last];
+            int lfd = inst_event_fd(s->inst[i]);
+            if (lfd >= 0) {
+                loop_cancel(s, ud_make(UD_ENGINE, 0, last));
+                loop_arm_poll(s, lfd, ud_make(UD_ENGINE, 0, i), POLLIN);
+            }
+        }
+    }
+}
+
+void engines_event(struct sup *s, uint32_t idx)
+{
+    if (idx >= s->ninst)
+        return;
+    struct inst *in = s->inst[idx];
+    struct oag_batch *b;
+    while ((b = inst_reap(in)) != NULL)
+        batcher_complete(s, b);
+    int fd = inst_event_fd(in);
+    if (fd >= 0)
+        loop_arm_poll(s, fd, ud_make(UD_ENGINE, 0, idx), POLLIN);
+    reap_retired(s);
+}
+
+void engines_stop(struct sup *s)
+{
+    for (uint32_t k = 0; k < s->nslots; k++)
+        bslot_free(s, s->slots[k]);
+    s->nslots = 0;
+    for (uint32_t i = 0; i < s->ninst; i++) {
+        struct oag_model *m = s->inst[i]->model;
+        inst_destroy(s->inst[i]);
+        model_drop(m);
+    }
+    s->ninst = 0;
+}
+
+/* ---- reload ---------------------------------------------------------------------------- */
+
+static struct {
+    pthread_t th;
+    int efd;
+    struct sup *s;
+    char dir[256];
+    struct loaded ld;
+    int rc;
+    char msg[512];
+    int ctl_fd;                 /* control client waiting for the outcome, or -1 */
+} rl = { .efd = -1, .ctl_fd = -1 };
+
+static void *reload_thread(void *arg)
+{
+    (void)arg;
+    rl.rc = build(rl.s, rl.s->engine_ops, rl.dir, &rl.ld, rl.msg, sizeof rl.msg);
+    uint64_t one = 1;
+    if (write(rl.efd, &one, sizeof one) < 0)
+        rl.rc = rl.rc ? rl.rc : -errno;
+    return NULL;
+}
+
+int engines_reload(struct sup *s, const char *model, char *msg, size_t msglen)
+{
+    if (s->reloading) {
+        snprintf(msg, msglen, "a reload is already in progress");
+        return -EBUSY;
+    }
+    if (!model || !*model)
+        model = s->cfg.model;
+    if (!model) {
+        snprintf(msg, msglen, "this supervisor serves no model (engine %s)", s->engine_ops->name);
+        return -EINVAL;
+    }
+    if (rl.efd < 0) {
+        rl.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (rl.efd < 0)
+            return -errno;
+    }
+    rl.s = s;
+    snprintf(rl.dir, sizeof rl.dir, "%s", model);
+    rl.msg[0] = '\0';
+    if (pthread_create(&rl.th, NULL, reload_thread, NULL) != 0) {
+        snprintf(msg, msglen, "cannot start the reload thread");
+        return -EAGAIN;
+    }
+    s->reloading = 1;
+    loop_arm_poll(s, rl.efd, ud_make(UD_RELOAD, 0, 0), POLLIN);
+    log_info("reloading model from %s", model);
+    return 0;
+}
+
+int engines_reload_wait_fd(int fd)
+{
+    rl.ctl_fd = fd;
+    return 0;
+}
+
+void engines_reload_event(struct sup *s)
+{
+    uint64_t v;
+    if (read(rl.efd, &v, sizeof v) < 0)
+        return;
+    pthread_join(rl.th, NULL);
+    s->reloading = 0;
+    char reply[600];
+    int status = rl.rc;
+    if (rl.rc == 0) {
+        for (uint32_t i = 0; i < s->ninst; i++)
+            s->inst[i]->retired = 1;
+        s->model_version++;
+        if (adopt(s, &rl.ld) != 0) {
+            status = -ENOMEM;
+            snprintf(reply, sizeof reply, "reload: out of memory adopting the new model");
+        } else {
+            snprintf(reply, sizeof reply, "model %s (version %u) from %s now serving",
+                     s->model_name, s->model_version, rl.dir);
+        }
+        log_info("%s", reply);
+        reap_retired(s);
+        instance_publish(s, 1);
+    } else {
+        snprintf(reply, sizeof reply, "reload failed, previous model keeps serving: %s", rl.msg);
+        log_err("%s", reply);
+    }
+    if (rl.ctl_fd >= 0) {
+        ctl_reply_and_close(s, rl.ctl_fd, reply, status);
+        rl.ctl_fd = -1;
+    }
+}
