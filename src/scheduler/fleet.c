@@ -103,6 +103,9 @@ static int spawn(struct sup *s, struct agent *a)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
         int o = logfd >= 0 ? logfd : out[1], e = logfd >= 0 ? logfd : err[1];
         dup2(o, STDOUT_FILENO);
         dup2(e, STDERR_FILENO);

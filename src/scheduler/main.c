@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -295,6 +296,13 @@ static int parse_args(struct sup_config *c, int argc, char **argv)
     return 0;
 }
 
+static pthread_t main_thread;
+
+static void forward_signal(int sig)
+{
+    pthread_kill(main_thread, sig); /* async-signal-safe; blocked there, read by signalfd */
+}
+
 int main(int argc, char **argv)
 {
     static struct sup s;
@@ -320,13 +328,20 @@ int main(int argc, char **argv)
     s.start_ns = now_ns();
     s.spin_ns = (uint64_t)c->spin_us * 1000u;
 
-    /* Signals arrive through signalfd in the loop; agents get a clean mask back. */
+    /* Signals arrive through signalfd in the loop; agents get a clean mask back. Threads that
+     * libraries started before main() (OpenBLAS's pool) do not block them: a handler sends
+     * what lands there on to this thread, where it waits for the signalfd. */
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
+    main_thread = pthread_self();
+    struct sigaction sa = { .sa_handler = forward_signal, .sa_flags = SA_RESTART };
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     int rc = 1;
