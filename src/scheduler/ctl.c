@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "inst.h"
 #include "log.h"
 #include "shm/latch.h"
 #include "shm/proto.h"
@@ -179,8 +180,24 @@ static void status(struct sup *s, struct out *o, int json)
                  (unsigned long long)l->tasks_done, l->generation);
         first = 0;
     }
-    if (json)
-        outf(o, "]}\n");
+    if (json) {
+        outf(o, "],\"engines\":[");
+        for (uint32_t i = 0; i < s->ninst; i++) {
+            struct inst *in = s->inst[i];
+            outf(o, "%s{\"backend\":\"%s\",\"device\":%d,\"model_version\":%u,"
+                    "\"retired\":%s,\"inflight\":%u,\"batches\":%llu,\"rows\":%llu,"
+                    "\"busy_s\":%.6f,\"errors\":%llu}",
+                 i ? "," : "", in->ops->name, in->device, in->model_version,
+                 in->retired ? "true" : "false", in->inflight, (unsigned long long)in->batches,
+                 (unsigned long long)in->rows, (double)in->busy_ns / 1e9,
+                 (unsigned long long)in->errors);
+        }
+        outf(o, "],\"preferred_batch\":[");
+        for (uint32_t i = 0; i < s->cfg.npreferred; i++)
+            outf(o, "%s%u", i ? "," : "", s->cfg.preferred[i]);
+        outf(o, "],\"queue_s\":%.6f,\"compute_s\":%.6f}\n", (double)s->bat.queue_ns / 1e9,
+             (double)s->bat.compute_ns / 1e9);
+    }
 }
 
 void ctl_reply_and_close(struct sup *s, int fd, const char *text, int status)

@@ -138,6 +138,8 @@ int inst_submit(struct inst *in, struct oag_batch *b)
         in->busy_ns += mono_ns() - t0;
         in->inline_done[in->inline_n++] = b;
     }
+    if (in->ops->reap && in->inflight == 0)
+        in->busy_since = mono_ns(); /* async: busy while any batch is in flight */
     in->inflight++;
     in->batches++;
     in->rows += b->n;
@@ -169,6 +171,8 @@ struct oag_batch *inst_reap(struct inst *in)
     }
     if (b) {
         in->inflight--;
+        if (in->ops->reap && in->inflight == 0)
+            in->busy_ns += mono_ns() - in->busy_since;
         if (b->whole_rc)
             in->errors++;
     }

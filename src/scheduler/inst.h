@@ -27,6 +27,7 @@ struct inst {
     int retired;                /* replaced by a reload: destroy once inflight == 0 */
     int failed;                 /* taken out of rotation after repeated failures */
     uint64_t batches, rows, busy_ns, errors;
+    uint64_t busy_since;        /* async: when inflight last went from 0 to 1 */
     /* worker thread for synchronous backends */
     int threaded;
     pthread_t th;
