@@ -89,9 +89,12 @@ static const char *kind_name(enum oag_layer_kind k)
     return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : NULL;
 }
 
+/* Returns 0 or the write's negative errno (captured at once, before anything else sets it). */
 static int write_all(FILE *f, const void *p, size_t n)
 {
-    return fwrite(p, 1, n, f) == n ? 0 : -EIO;
+    if (fwrite(p, 1, n, f) == n)
+        return 0;
+    return errno ? -errno : -EIO;
 }
 
 /* Generates tensor t's values in chunks and appends them in dtype dt. */
@@ -113,8 +116,9 @@ static int write_tensor(FILE *f, const struct gen_tensor *t, enum oag_dtype dt,
                 memcpy(buf + 2 * i, &h, 2);
             }
         }
-        if (write_all(f, buf, c * esz))
-            return -EIO;
+        int rc = write_all(f, buf, c * esz);
+        if (rc)
+            return rc;
         n -= c;
     }
     return 0;
@@ -130,9 +134,11 @@ static int write_file(const char *dir, const char *name, const char *text, size_
     FILE *f = fopen(tmp, "wbe");
     if (!f)
         return gen_fail(err, errlen, -errno, "%s: %s", tmp, strerror(errno));
+    errno = 0;
     int rc = write_all(f, text, len);
-    if (fclose(f) != 0 || rc) {
+    if (fclose(f) != 0 && !rc)
         rc = errno ? -errno : -EIO;
+    if (rc) {
         unlink(tmp);
         return gen_fail(err, errlen, rc, "%s: write failed: %s", tmp, strerror(-rc));
     }
@@ -279,15 +285,16 @@ int oag_model_generate(const char *dir, const struct oag_gen_spec *spec, char *e
     unsigned char len8[8];
     for (int i = 0; i < 8; i++)
         len8[i] = (unsigned char)((uint64_t)hdr.len >> (8 * i));
+    errno = 0;
     rc = write_all(f, len8, 8);
     if (!rc)
         rc = write_all(f, hdr.p, hdr.len);
     for (size_t i = 0; !rc && i < nt; i++)
         rc = write_tensor(f, &ts[i], spec->dtype, buf);
-    int cerr = fclose(f);
-    f = NULL;
-    if (rc || cerr) {
+    if (fclose(f) != 0 && !rc)
         rc = errno ? -errno : -EIO;
+    f = NULL;
+    if (rc) {
         unlink(tmp);
         rc = gen_fail(err, errlen, rc, "gen: %s: write failed: %s", tmp, strerror(-rc));
         goto out;

@@ -805,6 +805,8 @@ int oag_model_load(struct oag_model **out, const char *dir, char *err, size_t er
     if (err && errlen)
         err[0] = '\0';
     *out = NULL;
+    if (!dir)
+        return fail(&ld, -EINVAL, "no model folder given");
     struct oag_model *m = calloc(1, sizeof *m);
     st = calloc(1, sizeof *st);
     if (!m || !st) {

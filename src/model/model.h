@@ -70,6 +70,15 @@ struct oag_model {
  * one-line message in err naming the file, the tensor or key, and the problem:
  * -ENOENT (missing file), -EINVAL (bad JSON, bad config, shape/dtype mismatch, bad offsets),
  * -EFBIG (absurd sizes), -ENOMEM. Never returns a partially valid model. */
+/* Details of the loader (model.c): on failure *out is NULL. Other errnos: -ENAMETOOLONG (dir
+ * longer than path[] holds), -EACCES etc. from open(). Limits (-EFBIG past them): header 100 MiB,
+ * config.json 16 MiB, any dimension 1 << 20, 65536 layers. Every tensor in the file must have
+ * the config's dtype, a 1-D or 2-D shape of positive dims, and offsets inside the data section
+ * that do not overlap; unreferenced tensors are allowed. A linear or layernorm "bias" may be
+ * absent or null; layernorm "eps" defaults to 1e-5. "name" defaults to the folder's name.
+ * Tensor data is not aligned in general: read it through oag_to_f32. The mapping is of the
+ * file as it is: a file truncated by someone else while loaded makes readers fault (SIGBUS),
+ * so replace model files by rename, never in place. Safe to call from several threads. */
 int oag_model_load(struct oag_model **out, const char *dir, char *err, size_t errlen);
 
 /* Unmaps and frees; NULL is a no-op. Engines must be done with the tensors first. */

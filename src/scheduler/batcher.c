@@ -366,6 +366,31 @@ void batcher_expire(struct sup *s, uint64_t now)
 
 /* ---- dispatch -------------------------------------------------------------------------- */
 
+/* Completes every queued task with status err (no engine can serve it). */
+static void fail_queued(struct sup *s, int err)
+{
+    struct batcher *bt = &s->bat;
+    for (int q = 0; q < OAG_PRIORITY_LEVELS; q++) {
+        while (bt->qhead[q] != NIL) {
+            uint32_t pi = bt->qhead[q];
+            struct pend p = bt->pool[pi];
+            bt->qhead[q] = p.next;
+            pend_free(bt, pi);
+            if (p.dead)
+                continue;
+            bt->npend--;
+            struct lane *l = &s->lanes[p.lane];
+            if (!l->in_use || l->generation != p.gen)
+                continue;
+            l->flags[p.idx & l->sub.mask] |= F_TAKEN;
+            lane_put_result(s, l, p.idx, p.ticket, err, NULL, 0);
+            lane_release_prefix(l);
+        }
+        bt->qtail[q] = NIL;
+    }
+    publish_touched(s);
+}
+
 static uint64_t oldest_enq(struct batcher *bt)
 {
     uint64_t o = UINT64_MAX;
@@ -473,8 +498,13 @@ int batcher_dispatch(struct sup *s, uint64_t now, uint64_t *wake_at)
         if (n == 0)
             return started;
         struct bslot *bs = pick_slot(s);
-        if (!bs)
-            return started; /* every engine busy: tasks wait (and batch up) in the queues */
+        if (!bs) {
+            if (engines_usable(s))
+                return started; /* every engine busy: tasks wait (and batch up) */
+            /* No engine can run anything: fail what waits rather than let it hang. */
+            fail_queued(s, -EIO);
+            return started;
+        }
         uint32_t rows = fill_batch(s, bs, n);
         if (rows == 0)
             continue;
@@ -508,8 +538,17 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
     uint32_t n = b->n;
     if (b->whole_rc < 0) {
         bt->engine_errors++;
-        log_warn("engine %s failed a batch of %u: %s", bs->inst->ops->name, n,
-                 strerror(-b->whole_rc));
+        log_warn("engine %s (device %d) failed a batch of %u: %s", bs->inst->ops->name,
+                 bs->inst->device, n, strerror(-b->whole_rc));
+        if (++bs->inst->consec_errors >= 3 && !bs->inst->failed) {
+            bs->inst->failed = 1;
+            bs->inst->retry_ns = done_ns;
+            log_err("engine %s (device %d) failed %u batches in a row: out of rotation until "
+                    "it is re-created", bs->inst->ops->name, bs->inst->device,
+                    bs->inst->consec_errors);
+        }
+    } else {
+        bs->inst->consec_errors = 0;
     }
     bt->compute_ns += done_ns - bs->start_ns;
     for (uint32_t i = 0; i < n; i++) {

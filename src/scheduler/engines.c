@@ -240,6 +240,7 @@ int engines_start(struct sup *s)
     log_info("engine %s: %u instance(s)%s%s, warmed up", s->engine_ops->name, ld.n,
              ld.model ? ", model " : "", ld.model ? ld.model->path : "");
     s->ready = 1;
+    inst_fault_armed = 1;
     return 0;
 }
 
@@ -291,6 +292,60 @@ void engines_event(struct sup *s, uint32_t idx)
     if (fd >= 0)
         loop_arm_poll(s, fd, ud_make(UD_ENGINE, 0, idx), POLLIN);
     reap_retired(s);
+}
+
+int engines_usable(struct sup *s)
+{
+    for (uint32_t i = 0; i < s->ninst; i++)
+        if (!s->inst[i]->retired && !s->inst[i]->failed)
+            return 1;
+    return 0;
+}
+
+/* Re-creates instances taken out of rotation, once their batches are back (at most once a
+ * second each). The loop waits meanwhile: this is rare, and a GPU that keeps failing costs at
+ * most one attempt a second. */
+void engines_recover(struct sup *s, uint64_t now)
+{
+    for (uint32_t i = 0; i < s->ninst; i++) {
+        struct inst *old = s->inst[i];
+        if (!old->failed || old->retired || old->inflight || now < old->retry_ns)
+            continue;
+        old->retry_ns = now + 1000000000ull;
+        struct inst *in;
+        int rc = inst_create(&in, old->ops, &old->params, old->model, old->threaded_req);
+        if (rc == 0 && (rc = warm_up(s, in, old->model)) != 0)
+            inst_destroy(in);
+        if (rc) {
+            log_err("engine %s (device %d): re-creation failed: %s; retrying in 1 s",
+                    old->ops->name, old->device, strerror(-rc));
+            continue;
+        }
+        in->model_version = old->model_version;
+        /* Same slot index, same model reference: swap the batch slots over to the new one. */
+        for (uint32_t k = 0; k < s->nslots;) {
+            if (s->slots[k]->inst != old) {
+                k++;
+                continue;
+            }
+            bslot_free(s, s->slots[k]);
+            s->slots[k] = bslot_new(s, in);
+            if (!s->slots[k])
+                s->slots[k] = s->slots[--s->nslots]; /* out of memory: one slot fewer */
+            else
+                k++;
+        }
+        int ofd = inst_event_fd(old);
+        if (ofd >= 0)
+            loop_cancel(s, ud_make(UD_ENGINE, 0, i));
+        inst_destroy(old);
+        s->inst[i] = in;
+        int fd = inst_event_fd(in);
+        if (fd >= 0)
+            loop_arm_poll(s, fd, ud_make(UD_ENGINE, 0, i), POLLIN);
+        log_info("engine %s (device %d) re-created and back in rotation", in->ops->name,
+                 in->device);
+    }
 }
 
 void engines_stop(struct sup *s)

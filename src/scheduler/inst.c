@@ -63,6 +63,8 @@ int inst_create(struct inst **out, const struct oag_engine_ops *ops,
         return -ENOMEM;
     in->ops = ops;
     in->device = p->device;
+    in->params = *p;
+    in->threaded_req = threaded;
     in->efd = -1;
     int rc = ops->create(&in->e, p);
     if (rc)
@@ -117,11 +119,47 @@ void inst_destroy(struct inst *in)
     free(in);
 }
 
+#ifdef OAG_FAULT_INJECTION
+/* Test builds: $OAG_FAULT_ENGINE_BATCHES=N makes the next N batches (after warm-up, which runs
+ * before the supervisor is ready) fail as an engine failure would: -EIO for every row. */
+static long fault_batches = -1;
+int inst_fault_armed;
+
+static int fault_hit(void)
+{
+    if (!inst_fault_armed)
+        return 0; /* warm-up */
+    if (fault_batches < 0) {
+        const char *v = getenv("OAG_FAULT_ENGINE_BATCHES");
+        fault_batches = v ? strtol(v, NULL, 10) : 0;
+    }
+    if (fault_batches > 0) {
+        fault_batches--;
+        return 1;
+    }
+    return 0;
+}
+#else
+int inst_fault_armed;
+static int fault_hit(void) { return 0; }
+#endif
+
 int inst_submit(struct inst *in, struct oag_batch *b)
 {
     if (in->inflight >= in->max_inflight)
         return -EBUSY;
     b->whole_rc = 0;
+    if (fault_hit()) {
+        b->whole_rc = -EIO;
+        in->inline_done[in->inline_n++] = b;
+        in->inflight++;
+        in->batches++;
+        uint64_t one = 1; /* make the completion visible the way the backend would */
+        if (in->efd >= 0 && write(in->efd, &one, sizeof one) < 0) {
+            /* an eventfd this far from overflow does not fail */
+        }
+        return 0;
+    }
     if (in->threaded) {
         pthread_mutex_lock(&in->mu);
         in->todo[(in->todo_head + in->todo_n) % QCAP] = b;
@@ -149,7 +187,10 @@ int inst_submit(struct inst *in, struct oag_batch *b)
 struct oag_batch *inst_reap(struct inst *in)
 {
     struct oag_batch *b = NULL;
-    if (in->threaded) {
+    if (in->inline_n) {
+        b = in->inline_done[0];
+        memmove(in->inline_done, in->inline_done + 1, --in->inline_n * sizeof b);
+    } else if (in->threaded) {
         pthread_mutex_lock(&in->mu);
         if (in->done_n) {
             b = in->done[in->done_head];
@@ -165,9 +206,6 @@ struct oag_batch *inst_reap(struct inst *in)
         }
     } else if (in->ops->reap) {
         b = in->ops->reap(in->e);
-    } else if (in->inline_n) {
-        b = in->inline_done[0];
-        memmove(in->inline_done, in->inline_done + 1, --in->inline_n * sizeof b);
     }
     if (b) {
         in->inflight--;

@@ -26,6 +26,10 @@ struct inst {
     uint32_t inflight;          /* batches submitted, not yet reaped */
     int retired;                /* replaced by a reload: destroy once inflight == 0 */
     int failed;                 /* taken out of rotation after repeated failures */
+    uint32_t consec_errors;     /* whole-batch failures in a row */
+    uint64_t retry_ns;          /* failed: when to try re-creating it */
+    struct oag_engine_params params; /* what it was created with (re-creation) */
+    int threaded_req;
     uint64_t batches, rows, busy_ns, errors;
     uint64_t busy_since;        /* async: when inflight last went from 0 to 1 */
     /* worker thread for synchronous backends */
@@ -54,6 +58,10 @@ void inst_destroy(struct inst *in);
 int inst_submit(struct inst *in, struct oag_batch *b);
 /* The oldest finished batch, or NULL. */
 struct oag_batch *inst_reap(struct inst *in);
+/* Test builds (-Dfault_injection=true): set once the engines are warmed up; from then on
+ * $OAG_FAULT_ENGINE_BATCHES=N fails the next N batches with -EIO. */
+extern int inst_fault_armed;
+
 /* fd readable when a batch finished, or -1 (inline: reap right after submit). */
 int inst_event_fd(struct inst *in);
 

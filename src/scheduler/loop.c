@@ -220,6 +220,7 @@ int loop_run(struct sup *s)
         if (events || now >= next_timer) {
             next_timer = now + BACKSTOP_NS;
             fleet_tick(s, now, &next_timer);
+            engines_recover(s, now);
         }
         batcher_expire(s, now);
         int got = batcher_collect(s);

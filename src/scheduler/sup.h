@@ -227,6 +227,8 @@ void engines_event(struct sup *s, uint32_t idx);
 void engines_arm(struct sup *s);
 int engines_reload(struct sup *s, const char *model, char *msg, size_t msglen);
 void engines_reload_event(struct sup *s);
+int engines_usable(struct sup *s);
+void engines_recover(struct sup *s, uint64_t now);
 int engines_reload_wait_fd(int fd);
 
 /* fleet.c */
