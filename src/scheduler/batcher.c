@@ -430,7 +430,7 @@ static uint32_t batch_size_now(struct sup *s, uint64_t now, uint64_t *wake_at)
 static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
 {
     struct batcher *bt = &s->bat;
-    uint32_t rows = 0;
+    uint32_t rows = 0, nrel = 0;
     uint64_t now = now_ns();
     for (int q = 0; q < OAG_PRIORITY_LEVELS && rows < n; q++) {
         while (rows < n && bt->qhead[q] != NIL) {
@@ -459,9 +459,19 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
                                              .deadline_ns = copy.deadline_ns };
             bt->queue_ns += now - copy.enq_ns;
             l->flags[copy.idx & l->sub.mask] |= F_TAKEN;
-            lane_release_prefix(l);
+            if (!l->release_mark) {
+                l->release_mark = 1;
+                bt->released[nrel++] = copy.lane;
+            }
             rows++;
         }
+    }
+    /* Hand the copied slots back: one release store per lane per batch. */
+    for (uint32_t k = 0; k < nrel; k++) {
+        struct lane *l = &s->lanes[bt->released[k]];
+        l->release_mark = 0;
+        if (l->in_use)
+            lane_release_prefix(l);
     }
     return rows;
 }

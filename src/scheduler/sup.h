@@ -90,6 +90,7 @@ struct lane {
     uint32_t intake;           /* next submission index to take into the queues */
     uint8_t *flags;            /* per slot: F_TAKEN / F_READY (batcher.c) */
     int touched;               /* in bat.touched: has results to publish */
+    int release_mark;          /* in bat.released: slots to hand back after this batch */
     uint64_t tasks_done;
     pid_t peer_pid;
     int agent_id;              /* fleet agent id or -1 */
@@ -142,7 +143,8 @@ struct batcher {
     uint32_t qhead[OAG_PRIORITY_LEVELS], qtail[OAG_PRIORITY_LEVELS];
     uint64_t next_deadline;
     uint32_t rr;               /* round-robin cursor over active lanes */
-    uint32_t touched[1024];    /* lanes with results to publish */
+    uint32_t touched[65536];   /* lanes with results to publish (at most one entry each) */
+    uint32_t released[65536];  /* lanes with slots to hand back (fill_batch) */
     uint32_t ntouched;
     uint64_t batches, tasks_total, dropped, timed_out, ok, failed, engine_errors;
     uint64_t busy_events, queue_ns, compute_ns;
