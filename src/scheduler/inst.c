@@ -191,6 +191,12 @@ struct oag_batch *inst_reap(struct inst *in)
         b = in->inline_done[0];
         memmove(in->inline_done, in->inline_done + 1, --in->inline_n * sizeof b);
     } else if (in->threaded) {
+        /* Drain the eventfd before looking: a batch the worker finishes after the look writes
+         * it again, so its wake-up cannot be lost. */
+        uint64_t v;
+        if (read(in->efd, &v, sizeof v) < 0) {
+            /* EAGAIN: no signal pending */
+        }
         pthread_mutex_lock(&in->mu);
         if (in->done_n) {
             b = in->done[in->done_head];
@@ -198,12 +204,6 @@ struct oag_batch *inst_reap(struct inst *in)
             in->done_n--;
         }
         pthread_mutex_unlock(&in->mu);
-        if (!b) {
-            uint64_t v;
-            if (read(in->efd, &v, sizeof v) < 0) {
-                /* EAGAIN: nothing pending */
-            }
-        }
     } else if (in->ops->reap) {
         b = in->ops->reap(in->e);
     }
