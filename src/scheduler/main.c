@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -327,6 +328,21 @@ int main(int argc, char **argv)
         return 2;
     s.start_ns = now_ns();
     s.spin_ns = (uint64_t)c->spin_us * 1000u;
+
+    /* Each lane holds two descriptors (connection, completion eventfd) and each launched agent
+     * three more while it runs (pidfd, two pipes): take what the hard limit allows. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        uint64_t need = (uint64_t)c->max_lanes * 2 + (uint64_t)c->agents * 3 + 64;
+        if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < need) {
+            rl.rlim_cur = rl.rlim_max < need ? rl.rlim_max : need;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        if (rl.rlim_cur < need)
+            log_warn("open-file limit %llu is below the %llu that --max-lanes %u needs: some "
+                     "agents may be refused (raise ulimit -n)", (unsigned long long)rl.rlim_cur,
+                     (unsigned long long)need, c->max_lanes);
+    }
 
     /* Signals arrive through signalfd in the loop; agents get a clean mask back. Threads that
      * libraries started before main() (OpenBLAS's pool) do not block them: a handler sends
