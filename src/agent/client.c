@@ -531,6 +531,16 @@ static int wait_completions(oag_client *c, int timeout_ms)
                                 { .fd = c->sock, .events = POLLIN } };
         int ms = deadline == UINT64_MAX ? -1 : (int)((deadline - t + 999999) / 1000000);
         int r = poll(pf, 2, ms);
+        /* Woken soon after falling asleep: a longer spin would have saved the wake-up. Grow
+         * the budget to cover this wait, or a budget that once shrank below the peer's
+         * turnaround would never succeed again, and never grow again. */
+        uint64_t slept = now_ns() - t;
+        if (r > 0 && slept < c->spin_max_ns) {
+            uint64_t want = slept + slept / 2;
+            c->spin_ns = want > c->spin_ns * 2 ? want : c->spin_ns * 2;
+            if (c->spin_ns > c->spin_max_ns)
+                c->spin_ns = c->spin_max_ns;
+        }
         if (!c->evmode)
             ring_cons_awake(&c->cmp);
         if (r < 0 && errno != EINTR)

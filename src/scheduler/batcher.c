@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "inst.h"
 #include "log.h"
@@ -50,13 +51,39 @@ int batcher_init(struct sup *s)
     for (int p = 0; p < OAG_PRIORITY_LEVELS; p++)
         bt->qhead[p] = bt->qtail[p] = NIL;
     bt->next_deadline = UINT64_MAX;
-    return 0;
+    bt->jobs = calloc(s->cfg.max_batch, sizeof *bt->jobs);
+    if (!bt->jobs)
+        return -ENOMEM;
+    int nt = s->cfg.copy_threads;
+    if (nt < 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        nt = cpus >= 8 ? (int)(cpus / 4 < 8 ? cpus / 4 : 8) : 0;
+    }
+    return copypool_init(&bt->copy, nt, 256 * 1024);
 }
 
 void batcher_fini(struct sup *s)
 {
+    copypool_fini(&s->bat.copy);
+    free(s->bat.jobs);
     free(s->bat.pool);
     s->bat.pool = NULL;
+}
+
+/* Queues one row copy for the current batch; flush_copies() runs them. */
+static void add_copy(struct batcher *bt, void *dst, const void *src, size_t len)
+{
+    if (!len)
+        return;
+    bt->jobs[bt->njobs++] = (struct copy_job){ .dst = dst, .src = src, .len = len };
+    bt->job_bytes += len;
+}
+
+static void flush_copies(struct batcher *bt)
+{
+    copypool_run(&bt->copy, bt->jobs, bt->njobs, bt->job_bytes);
+    bt->njobs = 0;
+    bt->job_bytes = 0;
 }
 
 /* ---- batch slots (per engine instance) ------------------------------------------------- */
@@ -152,7 +179,7 @@ static void lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx, uin
     struct oag_slot_hdr h = { .ticket = ticket, .len = len, .status = status };
     memcpy(slot, &h, sizeof h);
     if (len)
-        memcpy(slot + 1, data, len);
+        add_copy(&s->bat, slot + 1, data, len); /* copied before the lane is published */
     if (s->cfg.in_order)
         l->flags[sub_idx & l->sub.mask] |= F_READY;
     else
@@ -171,6 +198,7 @@ static void lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx, uin
 static void publish_touched(struct sup *s)
 {
     struct batcher *bt = &s->bat;
+    flush_copies(bt);
     for (uint32_t k = 0; k < bt->ntouched; k++) {
         struct lane *l = &s->lanes[bt->touched[k]];
         l->touched = 0;
@@ -450,9 +478,10 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
                 bt->dropped++;
                 continue;
             }
-            /* The payload's only copy: from the agent's slot into the engine's buffer. */
-            memcpy(bs->b.in + (size_t)rows * bs->b.in_stride, ring_slot(&l->sub, copy.idx) + 1,
-                   copy.len);
+            /* The payload's only copy: from the agent's slot into the engine's buffer (run
+             * below, before the slots are handed back). */
+            add_copy(bt, bs->b.in + (size_t)rows * bs->b.in_stride,
+                     ring_slot(&l->sub, copy.idx) + 1, copy.len);
             bs->b.in_len[rows] = copy.len;
             bs->tasks[rows] = (struct task){ .lane = copy.lane, .gen = copy.gen,
                                              .idx = copy.idx, .ticket = copy.ticket,
@@ -466,6 +495,7 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
             rows++;
         }
     }
+    flush_copies(bt);
     /* Hand the copied slots back: one release store per lane per batch. */
     for (uint32_t k = 0; k < nrel; k++) {
         struct lane *l = &s->lanes[bt->released[k]];

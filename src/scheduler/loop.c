@@ -184,6 +184,15 @@ static void sleep_until(struct sup *s, uint64_t now, uint64_t deadline_ns)
         struct io_uring_cqe *cqe;
         sqe_pending = 0;
         io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &ts, NULL);
+        /* Woken soon after falling asleep: spinning that long would have saved the wake-up.
+         * Grow the budget to cover it (see the same rule in the client library). */
+        uint64_t slept = now_ns() - now, max = (uint64_t)s->cfg.spin_us * 1000u;
+        if (slept < max && slept < wait) {
+            uint64_t want = slept + slept / 2;
+            s->spin_ns = want > s->spin_ns * 2 ? want : s->spin_ns * 2;
+            if (s->spin_ns > max)
+                s->spin_ns = max;
+        }
     }
     s->sleep_epoch += 1; /* even: awake */
     oag_store_relaxed_u32(&s->region->sup_sleeping, s->sleep_epoch); /* relaxed: a hint */

@@ -46,6 +46,8 @@ static void usage(FILE *f)
 "      --max-queue N          tasks queued in the supervisor, all agents together (default\n"
 "                             4096); when full, submits fail at once with -EBUSY\n"
 "      --in-order             complete each agent's tasks in submission order\n"
+"      --copy-threads N       threads that help copy rows of large batches (default: a\n"
+"                             quarter of the cores, at most 8, none below 8 cores)\n"
 "      --max-payload BYTES    largest task input/output (default 4096)\n"
 "      --ring-slots N         tasks one agent may have outstanding, power of two (default 256)\n"
 "      --max-lanes N          agents attached at once (default 1024)\n"
@@ -85,6 +87,7 @@ enum {
     O_MAX_BATCH = 256, O_MAX_DELAY, O_MAX_PAYLOAD, O_RING_SLOTS, O_MAX_LANES, O_SPIN,
     O_RDELAY, O_RMAX, O_RBURST, O_RWINDOW, O_STOP, O_ALLOW_UID, O_ALLOW_GID, O_SOCK_MODE,
     O_LOG_DIR, O_EXIT_FLEET, O_GPUS, O_THREADS, O_PREFERRED, O_MAX_QUEUE, O_IN_ORDER,
+    O_COPY_THREADS,
 };
 
 /* Parses "a,b,c" into ascending unique u32 values in [min, max]. Returns the count or -1. */
@@ -140,6 +143,7 @@ static int parse_args(struct sup_config *c, int argc, char **argv)
         { "preferred-batch", required_argument, 0, O_PREFERRED },
         { "max-queue", required_argument, 0, O_MAX_QUEUE },
         { "in-order", no_argument, 0, O_IN_ORDER },
+        { "copy-threads", required_argument, 0, O_COPY_THREADS },
         { "quiet", no_argument, 0, 'q' },            { "verbose", no_argument, 0, 'v' },
         { "help", no_argument, 0, 'h' },             { 0, 0, 0, 0 },
     };
@@ -232,6 +236,11 @@ static int parse_args(struct sup_config *c, int argc, char **argv)
         }
         case O_MAX_QUEUE: if (parse_u32(name, optarg, 1, 1u << 24, &c->max_queue)) return -EINVAL; break;
         case O_IN_ORDER: c->in_order = 1; break;
+        case O_COPY_THREADS:
+            if (parse_u32(name, optarg, 0, 64, &v))
+                return -EINVAL;
+            c->copy_threads = (int)v;
+            break;
         case 'q': log_level = LOG_WARN; break;
         case 'v': log_level = LOG_DEBUG; break;
         case 'h': usage(stdout); exit(0);
@@ -311,6 +320,7 @@ int main(int argc, char **argv)
     c->name = OAG_DEFAULT_NAME;
     c->backend = "auto";
     c->max_queue = 4096;
+    c->copy_threads = -1;
     c->max_batch = 256;
     c->max_delay_us = 0;
     c->max_payload = 4096;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "copy.h"
 #include "engine/engine.h"
 #include "shm/layout.h"
 #include "shm/ring.h"
@@ -45,6 +46,7 @@ struct sup_config {
     int gpus[SUP_MAX_GPUS];    /* device list for cuda */
     int ngpus;                 /* 0: all */
     int threads;               /* BLAS threads for cpu */
+    int copy_threads;          /* row-copy helpers for large batches (-1: by core count) */
 };
 
 enum agent_state { AG_STARTING, AG_RUNNING, AG_BACKOFF, AG_EXITED, AG_FAILED, AG_STOPPING };
@@ -148,6 +150,10 @@ struct batcher {
     uint32_t ntouched;
     uint64_t batches, tasks_total, dropped, timed_out, ok, failed, engine_errors;
     uint64_t busy_events, queue_ns, compute_ns;
+    struct copy_job *jobs;     /* row copies of the batch being filled or completed */
+    uint32_t njobs;
+    size_t job_bytes;
+    struct copypool copy;
 };
 
 struct sup {
