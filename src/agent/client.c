@@ -634,6 +634,21 @@ OAG_EXPORT unsigned oag_outstanding(const oag_client *c)
     return c->outstanding + c->nstash;
 }
 
+/* Sets aside a completion oag_infer() met for another ticket (the caller's own asynchronous
+ * tasks) and hands its slot back; oag_poll() delivers it later. Room is guaranteed: tasks
+ * outstanding plus stashed never exceed the completion ring. */
+static void stash_put(oag_client *c, const oag_completion *d)
+{
+    struct stash_ent *e = &c->stash[c->nstash];
+    e->data = c->stash_buf + (size_t)c->nstash * c->hdr.max_payload;
+    e->ticket = d->ticket;
+    e->status = d->status;
+    e->len = d->len;
+    memcpy(e->data, d->data, d->len);
+    c->nstash++;
+    release_held(c);
+}
+
 OAG_EXPORT int oag_infer(oag_client *c, const void *in, size_t in_len, void *out,
                          size_t out_cap, size_t *out_len, int timeout_ms)
 {
@@ -660,14 +675,7 @@ OAG_EXPORT int oag_infer(oag_client *c, const void *in, size_t in_len, void *out
         for (int i = 0; i < avail && c->nstash < c->hdr.cmp_slots; i++) {
             oag_completion d;
             take(c, &d, 1, 1);
-            struct stash_ent *e = &c->stash[c->nstash];
-            e->data = c->stash_buf + (size_t)c->nstash * c->hdr.max_payload;
-            e->ticket = d.ticket;
-            e->status = d.status;
-            e->len = d.len;
-            memcpy(e->data, d.data, d.len);
-            c->nstash++;
-            release_held(c);
+            stash_put(c, &d);
         }
     }
     if (rc)
@@ -694,14 +702,7 @@ OAG_EXPORT int oag_infer(oag_client *c, const void *in, size_t in_len, void *out
                 release_held(c);
                 return rc;
             }
-            struct stash_ent *e = &c->stash[c->nstash];
-            e->data = c->stash_buf + (size_t)c->nstash * c->hdr.max_payload;
-            e->ticket = d.ticket;
-            e->status = d.status;
-            e->len = d.len;
-            memcpy(e->data, d.data, d.len);
-            c->nstash++;
-            release_held(c);
+            stash_put(c, &d);
         }
     }
 }
