@@ -62,10 +62,13 @@ struct test_ring {
     struct ring_side prod, cons;
 };
 
+/* aligned_alloc() wants a size that is a multiple of the alignment (C11). */
+static size_t round_line(size_t n) { return (n + OAG_CACHELINE - 1) / OAG_CACHELINE * OAG_CACHELINE; }
+
 static void tr_init(struct test_ring *t, uint32_t nslots, uint32_t slot_size, uint32_t start)
 {
-    t->ctl = aligned_alloc(OAG_CACHELINE, sizeof *t->ctl);
-    t->slots = aligned_alloc(OAG_CACHELINE, (size_t)nslots * slot_size);
+    t->ctl = aligned_alloc(OAG_CACHELINE, round_line(sizeof *t->ctl));
+    t->slots = aligned_alloc(OAG_CACHELINE, round_line((size_t)nslots * slot_size));
     if (!t->ctl || !t->slots) {
         fprintf(stderr, "out of memory\n");
         exit(1);
@@ -677,7 +680,7 @@ static void test_latch(void)
     printf("latch: reader racing a writer thread\n");
     struct latch_test lt;
     memset(&lt, 0, sizeof lt);
-    lt.l = aligned_alloc(OAG_CACHELINE, sizeof *lt.l);
+    lt.l = aligned_alloc(OAG_CACHELINE, round_line(sizeof *lt.l));
     memset(lt.l, 0, sizeof *lt.l);
 
     uint64_t rec[LATCH_WORDS];
