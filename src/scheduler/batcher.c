@@ -614,8 +614,8 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
     }
     bt->batches++;
     bt->tasks_total += n;
+    publish_touched(s); /* runs the result copies out of bs: only then is bs free */
     bs->busy = 0;
-    publish_touched(s);
 }
 
 int batcher_busy(struct sup *s)

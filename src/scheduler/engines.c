@@ -390,6 +390,11 @@ int engines_reload(struct sup *s, const char *model, char *msg, size_t msglen)
         snprintf(msg, msglen, "a reload is already in progress");
         return -EBUSY;
     }
+    for (uint32_t i = 0; i < s->ninst; i++)
+        if (s->inst[i]->retired) {
+            snprintf(msg, msglen, "the previous model still has batches in flight; retry");
+            return -EBUSY;
+        }
     if (!model || !*model)
         model = s->cfg.model;
     if (!model) {
