@@ -3375,8 +3375,21 @@ static int parse_args(struct opts *o, int argc, char **argv)
     return 0;
 }
 
+/* OpenBLAS, linked for the offline cpu engine, starts one spinning thread per core from a
+ * constructor; pin it to one thread before that runs (restart once), so that it does not take
+ * the cores the measured processes need. The cpu engine sizes its own pool (--threads). */
+static void blas_pool_once(char **argv)
+{
+    if (getenv("OPENBLAS_NUM_THREADS"))
+        return;
+    setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_NUM_THREADS");
+}
+
 int main(int argc, char **argv)
 {
+    blas_pool_once(argv);
     struct opts o = {
         .iters = 50000, .duration_s = 2.0, .window = 64, .agents = { 1, 8, 64, 512 },
         .nrows = 4, .zmq_agents = 8, .ring_slots = 256, .supervisor = OAG_SUPERVISOR_PATH,

@@ -38,7 +38,8 @@ static void usage(FILE *f)
 "                             is given, else cpu; identity without a model) or one of: %s\n"
 "  -m, --model DIR            model folder (config.json + model.safetensors)\n"
 "      --gpus all|I,J,...     GPUs for the cuda engine, one engine instance each (default all)\n"
-"      --threads N            BLAS threads for the cpu engine (default: OpenBLAS's)\n"
+"      --threads N            BLAS threads for the cpu engine (default: a quarter of the\n"
+"                             cores, 1 below 8 cores; agents share the machine)\n"
 "      --max-batch N          largest batch (default 256)\n"
 "      --max-delay-us N       how long the oldest task may wait for a batch to fill\n"
 "                             (default 0: leave as soon as the queues are drained)\n"
@@ -313,14 +314,41 @@ static void forward_signal(int sig)
     pthread_kill(main_thread, sig); /* async-signal-safe; blocked there, read by signalfd */
 }
 
+/*
+ * OpenBLAS (linked for the cpu engine) starts a pool of one thread per core from a library
+ * constructor, before main(), and those threads spin-yield: measured on a 16-core host they took
+ * ~50% of a core each and made every round trip 6x slower, even with the identity or cuda
+ * engine. Its size can only be set before that constructor runs, so the supervisor restarts
+ * itself once with OPENBLAS_NUM_THREADS=1 (unless the operator set it); the cpu engine then
+ * sizes the pool it really uses (--threads), and agents get the original environment back.
+ */
+static void blas_pool_once(char **argv)
+{
+    if (getenv("OPENBLAS_NUM_THREADS") || getenv("OAG_BLAS_PINNED"))
+        return;
+    setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    setenv("OAG_BLAS_PINNED", "1", 1);
+    execv("/proc/self/exe", argv);
+    /* Could not re-exec (no /proc): run on with the default pool. */
+    unsetenv("OPENBLAS_NUM_THREADS");
+}
+
 int main(int argc, char **argv)
 {
     static struct sup s;
+    blas_pool_once(argv);
+    if (getenv("OAG_BLAS_PINNED")) {
+        /* Agents inherit the environment as it was given to us. */
+        unsetenv("OAG_BLAS_PINNED");
+        unsetenv("OPENBLAS_NUM_THREADS");
+    }
     struct sup_config *c = &s.cfg;
     c->name = OAG_DEFAULT_NAME;
     c->backend = "auto";
     c->max_queue = 4096;
     c->copy_threads = -1;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    c->threads = ncpu >= 8 ? (int)(ncpu / 4) : 1; /* BLAS threads for the cpu engine */
     c->max_batch = 256;
     c->max_delay_us = 0;
     c->max_payload = 4096;
