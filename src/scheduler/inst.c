@@ -31,13 +31,13 @@ static void *worker(void *arg)
     struct inst *in = arg;
     pthread_mutex_lock(&in->mu);
     for (;;) {
-        while (!in->stop && in->todo_n == 0)
+        while (!in->stop && in->queued_n == 0)
             pthread_cond_wait(&in->cv, &in->mu);
-        if (in->todo_n == 0 && in->stop)
+        if (in->queued_n == 0 && in->stop)
             break;
-        struct oag_batch *b = in->todo[in->todo_head];
-        in->todo_head = (in->todo_head + 1) % QCAP;
-        in->todo_n--;
+        struct oag_batch *b = in->queued[in->queued_head];
+        in->queued_head = (in->queued_head + 1) % QCAP;
+        in->queued_n--;
         pthread_mutex_unlock(&in->mu);
         uint64_t t0 = mono_ns();
         run_sync(in, b);
@@ -162,8 +162,8 @@ int inst_submit(struct inst *in, struct oag_batch *b)
     }
     if (in->threaded) {
         pthread_mutex_lock(&in->mu);
-        in->todo[(in->todo_head + in->todo_n) % QCAP] = b;
-        in->todo_n++;
+        in->queued[(in->queued_head + in->queued_n) % QCAP] = b;
+        in->queued_n++;
         pthread_cond_signal(&in->cv);
         pthread_mutex_unlock(&in->mu);
     } else if (in->ops->reap) {

@@ -37,8 +37,8 @@ struct inst {
     pthread_t th;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct oag_batch *todo[8];
-    uint32_t todo_head, todo_n;
+    struct oag_batch *queued[8];
+    uint32_t queued_head, queued_n;
     struct oag_batch *done[8];
     uint32_t done_head, done_n;
     int stop;
