@@ -30,6 +30,7 @@
 
 #include "inst.h"
 #include "log.h"
+#include "metrics.h"
 #include "sup.h"
 
 #define NIL UINT32_MAX
@@ -288,6 +289,7 @@ static uint32_t intake_lane(struct sup *s, struct lane *l, uint32_t want, uint64
         /* The agent's submit time is its own CLOCK_MONOTONIC (same host); a lie only changes
          * when its own task times out. */
         p->deadline_ns = h.timeout_us ? h.submit_ns + (uint64_t)h.timeout_us * 1000u : 0;
+        p->submit_ns = h.submit_ns && h.submit_ns <= now ? h.submit_ns : now; /* for metrics */
         if (p->deadline_ns && p->deadline_ns < bt->next_deadline)
             bt->next_deadline = p->deadline_ns;
         uint32_t q = prio_of(h.priority);
@@ -384,6 +386,7 @@ void batcher_expire(struct sup *s, uint64_t now)
             if (!l->in_use || l->generation != p->gen)
                 continue;
             l->flags[p->idx & l->sub.mask] |= F_TAKEN;
+            metrics_task_done(s, p->submit_ns, now, -ETIMEDOUT);
             lane_put_result(s, l, p->idx, p->ticket, -ETIMEDOUT, NULL, 0);
             lane_release_prefix(l);
         }
@@ -411,6 +414,7 @@ static void fail_queued(struct sup *s, int err)
             if (!l->in_use || l->generation != p.gen)
                 continue;
             l->flags[p.idx & l->sub.mask] |= F_TAKEN;
+            metrics_task_done(s, p.submit_ns, now_ns(), err);
             lane_put_result(s, l, p.idx, p.ticket, err, NULL, 0);
             lane_release_prefix(l);
         }
@@ -485,8 +489,10 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
             bs->b.in_len[rows] = copy.len;
             bs->tasks[rows] = (struct task){ .lane = copy.lane, .gen = copy.gen,
                                              .idx = copy.idx, .ticket = copy.ticket,
-                                             .deadline_ns = copy.deadline_ns };
+                                             .deadline_ns = copy.deadline_ns,
+                                             .submit_ns = copy.submit_ns };
             bt->queue_ns += now - copy.enq_ns;
+            metrics_task_queued(s, now - copy.enq_ns);
             l->flags[copy.idx & l->sub.mask] |= F_TAKEN;
             if (!l->release_mark) {
                 l->release_mark = 1;
@@ -609,9 +615,11 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
             status = -EMSGSIZE;
             len = 0;
         }
+        metrics_task_done(s, t->submit_ns, done_ns, status);
         lane_put_result(s, l, t->idx, t->ticket, status,
                         b->out + (size_t)i * b->out_stride, len);
     }
+    metrics_batch(s, n);
     bt->batches++;
     bt->tasks_total += n;
     publish_touched(s); /* runs the result copies out of bs: only then is bs free */

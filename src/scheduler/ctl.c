@@ -78,15 +78,18 @@ static uint64_t agent_tasks(struct sup *s, struct agent *a, struct lane **live)
 }
 
 /* Age in ms of the agent's own heartbeat (its double-buffered state record), or -1 if the
- * record cannot be read consistently (never written, or garbage). */
-static long heartbeat_age_ms(struct lane *l, uint64_t now, uint64_t *submitted)
+ * record cannot be read consistently (never written, or garbage). Also the agent's own counts
+ * of tasks submitted and completed (0 when -1; untrusted: for display only). */
+static long heartbeat_age_ms(struct lane *l, uint64_t now, uint64_t *submitted,
+                             uint64_t *completed)
 {
     struct oag_agent_state st;
     struct oag_latch_agent *la = (struct oag_latch_agent *)(l->map + l->hdr.state_off);
-    *submitted = 0;
+    *submitted = *completed = 0;
     if (latch_read(&la->seq, la->rec[0], sizeof st / 8, &st, 8) != 0 || st.heartbeat_ns > now)
         return -1;
     *submitted = st.submitted;
+    *completed = st.completed;
     return (long)((now - st.heartbeat_ns) / 1000000u);
 }
 
@@ -101,6 +104,7 @@ static void status(struct sup *s, struct out *o, int json)
                 "\"refused\":%llu,\"lanes\":%u,\"fleet_size\":%d,\"max_batch\":%u,"
                 "\"max_delay_us\":%u,\"max_payload\":%u,\"ring_slots\":%u,\"draining\":%s,"
                 "\"engine_instances\":%u,\"model\":\"%s\",\"model_version\":%u,\"ready\":%s,"
+                "\"reloading\":%s,"
                 "\"max_queue\":%u,\"queued\":%u,\"in_order\":%s,\"tasks_ok\":%llu,"
                 "\"tasks_failed\":%llu,\"engine_errors\":%llu,\"busy_events\":%llu,"
                 "\"agents\":[",
@@ -110,7 +114,8 @@ static void status(struct sup *s, struct out *o, int json)
              (unsigned long long)s->refused, s->nactive,
              s->fleet_size, s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_payload,
              s->cfg.ring_slots, s->draining ? "true" : "false", s->ninst, s->model_name,
-             s->model_version, s->ready ? "true" : "false", s->cfg.max_queue, s->bat.npend,
+             s->model_version, s->ready ? "true" : "false", s->reloading ? "true" : "false",
+             s->cfg.max_queue, s->bat.npend,
              s->cfg.in_order ? "true" : "false", (unsigned long long)s->bat.ok,
              (unsigned long long)s->bat.failed, (unsigned long long)s->bat.engine_errors,
              (unsigned long long)s->bat.busy_events);
@@ -151,15 +156,15 @@ static void status(struct sup *s, struct out *o, int json)
         const char *st = agent_state_name(a->state);
         unsigned gen = l ? l->generation : (a->id < (int)s->cfg.max_lanes
                                                 ? s->lanes[a->id].generation : 0);
-        uint64_t sub = 0;
-        long seen = l ? heartbeat_age_ms(l, now, &sub) : -1;
+        uint64_t sub = 0, cmpl = 0;
+        long seen = l ? heartbeat_age_ms(l, now, &sub, &cmpl) : -1;
         if (json)
             outf(o, "%s{\"id\":%d,\"pid\":%d,\"state\":\"%s\",\"restarts\":%u,\"tasks\":%llu,"
                     "\"generation\":%u,\"attached\":%s,\"heartbeat_age_ms\":%ld,"
-                    "\"agent_submitted\":%llu}",
+                    "\"agent_submitted\":%llu,\"agent_completed\":%llu}",
                  first ? "" : ",", a->id, (int)a->pid, st, a->restarts,
                  (unsigned long long)tasks, gen, l ? "true" : "false", seen,
-                 (unsigned long long)sub);
+                 (unsigned long long)sub, (unsigned long long)cmpl);
         else
             outf(o, "%-6d %-8d %-9s %-8u %-12llu %-5u %s\n", a->id, (int)a->pid, st, a->restarts,
                  (unsigned long long)tasks, gen, seen < 0 ? "-" : seen < 1000 ? "now" : "stale");

@@ -6,15 +6,23 @@
  * send) restarts it after an exponential backoff; too many abnormal exits within the window and
  * the supervisor gives up on it (state "failed"). Stopping sends SIGTERM to the group, then
  * SIGKILL after the stop timeout.
+ *
+ * An agent's stdout and stderr are pipes the loop reads: each line goes to the supervisor's
+ * stdout/stderr prefixed with "[agent ID]", or with --log-dir to DIR/agent-ID.log, which is
+ * rotated by size (--log-max-bytes, --log-keep) between lines, so no line is ever split
+ * across two files.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/pidfd.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -56,26 +64,153 @@ static int grow(struct sup *s, int n)
         a[i].id = i;
         a[i].state = AG_EXITED;
         a[i].pid = 0;
-        a[i].pidfd = a[i].out_fd = a[i].err_fd = -1;
+        a[i].pidfd = a[i].out_fd = a[i].err_fd = a[i].log_fd = -1;
     }
     s->agents = a;
     s->nagents = n;
     return 0;
 }
 
+/* DIR/agent-ID.log, or with gen > 0 its rotated copy DIR/agent-ID.log.GEN. */
+static int log_path(struct sup *s, struct agent *a, uint32_t gen, char *buf, size_t cap)
+{
+    int n = gen ? snprintf(buf, cap, "%s/agent-%d.log.%u", s->cfg.log_dir, a->id, gen)
+                : snprintf(buf, cap, "%s/agent-%d.log", s->cfg.log_dir, a->id);
+    return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
+/* Opens the agent's log for appending and learns its size. Returns 0 or a negative errno. */
+static int log_open(struct sup *s, struct agent *a)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    int rc = log_path(s, a, 0, path, sizeof path);
+    if (rc)
+        return rc;
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        rc = -errno;
+        log_err("agent %d: cannot open %s: %s", a->id, path, strerror(errno));
+        return rc;
+    }
+    a->log_fd = fd;
+    a->log_bytes = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+    return 0;
+}
+
+static void log_warn_once(struct agent *a, const char *what, int err)
+{
+    if (!a->log_failed)
+        log_warn("agent %d: log %s: %s (further errors not shown)", a->id, what, strerror(err));
+    a->log_failed = 1;
+}
+
+/*
+ * Rotation: agent-ID.log.(K-1) -> .K (the oldest .K goes), ..., .1 -> .2, the live file -> .1,
+ * then a new live file. With --log-keep 0 the live file is emptied instead. On failure the
+ * current file goes on growing (warned once) and the next rotation is tried N bytes later.
+ */
+static void log_rotate(struct sup *s, struct agent *a)
+{
+    char from[PATH_MAX], to[PATH_MAX];
+    a->log_bytes = 0;
+    if (s->cfg.log_keep == 0) {
+        if (ftruncate(a->log_fd, 0) < 0)
+            log_warn_once(a, "truncate", errno);
+        return;
+    }
+    for (uint32_t g = s->cfg.log_keep; g >= 1; g--) {
+        if (log_path(s, a, g - 1, from, sizeof from) || log_path(s, a, g, to, sizeof to))
+            return;
+        if (rename(from, to) < 0 && errno != ENOENT) {
+            log_warn_once(a, "rotation", errno);
+            return;
+        }
+    }
+    int old = a->log_fd;
+    if (log_open(s, a) < 0) {
+        a->log_fd = old; /* now agent-ID.log.1: better there than nowhere */
+        a->log_failed = 1;
+        return;
+    }
+    close(old);
+}
+
+/* Appends bytes (whole lines) to the log; extra ("\n" or "") is written right after them. */
+static void log_append(struct agent *a, const char *p, size_t n, const char *extra)
+{
+    struct iovec iov[2] = { { (void *)p, n }, { (void *)extra, strlen(extra) } };
+    size_t total = n + iov[1].iov_len;
+    a->log_bytes += total;
+    int i = 0;
+    while (total > 0) {
+        ssize_t w = writev(a->log_fd, iov + i, 2 - i);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            log_warn_once(a, "write", w < 0 ? errno : EIO);
+            return;
+        }
+        total -= (size_t)w;
+        while (i < 2 && (size_t)w >= iov[i].iov_len) {
+            w -= (ssize_t)iov[i].iov_len;
+            i++;
+        }
+        if (i < 2) {
+            iov[i].iov_base = (char *)iov[i].iov_base + w;
+            iov[i].iov_len -= (size_t)w;
+        }
+    }
+}
+
+/*
+ * Writes the complete lines of lb (and with final, or a full buffer, the rest as one line) to
+ * the agent's log, rotating first whenever the next line would take the file past
+ * --log-max-bytes (a longer line alone in a file is written whole). Returns the bytes of lb
+ * consumed.
+ */
+static size_t log_lines(struct sup *s, struct agent *a, struct linebuf *lb, int final)
+{
+    size_t span = 0, pos = 0; /* lb->buf[span, pos): lines not yet written */
+    uint64_t max = s->cfg.log_max_bytes;
+    while (pos < lb->len) {
+        char *nl = memchr(lb->buf + pos, '\n', lb->len - pos);
+        size_t end;
+        const char *extra = "";
+        if (nl) {
+            end = (size_t)(nl - lb->buf) + 1;
+        } else if (final || (pos == 0 && lb->len == sizeof lb->buf)) {
+            end = lb->len;
+            extra = "\n";
+        } else {
+            break;
+        }
+        uint64_t line = end - pos + strlen(extra);
+        if (a->log_bytes + (pos - span) + line > max && a->log_bytes + (pos - span) > 0) {
+            log_append(a, lb->buf + span, pos - span, "");
+            log_rotate(s, a);
+            span = pos;
+        }
+        pos = end;
+        if (*extra) {
+            log_append(a, lb->buf + span, pos - span, extra);
+            span = pos;
+        }
+    }
+    if (pos > span)
+        log_append(a, lb->buf + span, pos - span, "");
+    return pos;
+}
+
 static int spawn(struct sup *s, struct agent *a)
 {
     int out[2] = { -1, -1 }, err[2] = { -1, -1 };
-    int logfd = -1;
-    if (s->cfg.log_dir) {
-        char path[512];
-        snprintf(path, sizeof path, "%s/agent-%d.log", s->cfg.log_dir, a->id);
-        logfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-        if (logfd < 0) {
-            log_err("agent %d: cannot open %s: %s", a->id, path, strerror(errno));
-            return -errno;
-        }
-    } else if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
+    if (s->cfg.log_dir && a->log_fd < 0) {
+        int rc = log_open(s, a);
+        if (rc)
+            return rc;
+    }
+    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
         int rc = -errno;
         if (out[0] >= 0) {
             close(out[0]);
@@ -89,11 +224,7 @@ static int spawn(struct sup *s, struct agent *a)
     pid_t pid = fork();
     if (pid < 0) {
         int rc = -errno;
-        if (logfd >= 0)
-            close(logfd);
-        else {
-            close(out[0]); close(out[1]); close(err[0]); close(err[1]);
-        }
+        close(out[0]); close(out[1]); close(err[0]); close(err[1]);
         return rc;
     }
     if (pid == 0) {
@@ -106,33 +237,32 @@ static int spawn(struct sup *s, struct agent *a)
         signal(SIGTERM, SIG_DFL);
         signal(SIGINT, SIG_DFL);
         signal(SIGHUP, SIG_DFL);
-        int o = logfd >= 0 ? logfd : out[1], e = logfd >= 0 ? logfd : err[1];
-        dup2(o, STDOUT_FILENO);
-        dup2(e, STDERR_FILENO);
+        dup2(out[1], STDOUT_FILENO);
+        dup2(err[1], STDERR_FILENO);
         int devnull = open("/dev/null", O_RDONLY);
         if (devnull >= 0)
             dup2(devnull, STDIN_FILENO);
         putenv(idbuf);
         putenv(epbuf);
+        /* systemd's notification socket is the supervisor's (notify.c), not the agents'. */
+        unsetenv("NOTIFY_SOCKET");
+        unsetenv("WATCHDOG_USEC");
+        unsetenv("WATCHDOG_PID");
         execvp(s->cfg.cmd[0], s->cfg.cmd);
         fprintf(stderr, "oag-supervisor: cannot run %s: %s\n", s->cfg.cmd[0], strerror(errno));
         _exit(127);
     }
     setpgid(pid, pid); /* also here, so that the group exists before we ever signal it */
     a->spawn_gen++;
-    if (logfd >= 0) {
-        close(logfd);
-    } else {
-        close(out[1]);
-        close(err[1]);
-        fcntl(out[0], F_SETFL, O_NONBLOCK);
-        fcntl(err[0], F_SETFL, O_NONBLOCK);
-        a->out_fd = out[0];
-        a->err_fd = err[0];
-        a->out_lb.len = a->err_lb.len = 0;
-        loop_arm_poll(s, a->out_fd, ud_make(UD_OUT, a->spawn_gen, (uint32_t)a->id), POLLIN);
-        loop_arm_poll(s, a->err_fd, ud_make(UD_ERR, a->spawn_gen, (uint32_t)a->id), POLLIN);
-    }
+    close(out[1]);
+    close(err[1]);
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    fcntl(err[0], F_SETFL, O_NONBLOCK);
+    a->out_fd = out[0];
+    a->err_fd = err[0];
+    a->out_lb.len = a->err_lb.len = 0;
+    loop_arm_poll(s, a->out_fd, ud_make(UD_OUT, a->spawn_gen, (uint32_t)a->id), POLLIN);
+    loop_arm_poll(s, a->err_fd, ud_make(UD_ERR, a->spawn_gen, (uint32_t)a->id), POLLIN);
     a->pid = pid;
     a->pidfd = (int)pidfd_open(pid, 0);
     if (a->pidfd < 0) {
@@ -176,8 +306,14 @@ void fleet_scale(struct sup *s, int n)
     }
 }
 
-static void flush_line(struct agent *a, struct linebuf *lb, int which, int final)
+static void flush_line(struct sup *s, struct agent *a, struct linebuf *lb, int which, int final)
 {
+    if (a->log_fd >= 0) {
+        size_t used = log_lines(s, a, lb, final);
+        memmove(lb->buf, lb->buf + used, lb->len - used);
+        lb->len -= used;
+        return;
+    }
     size_t start = 0;
     for (size_t i = 0; i < lb->len; i++) {
         if (lb->buf[i] == '\n') {
@@ -201,7 +337,7 @@ static void close_output(struct sup *s, struct agent *a, int which)
     int *fd = which ? &a->err_fd : &a->out_fd;
     if (*fd < 0)
         return;
-    flush_line(a, which ? &a->err_lb : &a->out_lb, which, 1);
+    flush_line(s, a, which ? &a->err_lb : &a->out_lb, which, 1);
     loop_cancel(s, ud_make(which ? UD_ERR : UD_OUT, a->spawn_gen, (uint32_t)a->id));
     close(*fd);
     *fd = -1;
@@ -220,7 +356,7 @@ void fleet_output_event(struct sup *s, int id, int which)
         ssize_t n = read(fd, lb->buf + lb->len, sizeof lb->buf - lb->len);
         if (n > 0) {
             lb->len += (size_t)n;
-            flush_line(a, lb, which, 0);
+            flush_line(s, a, lb, which, 0);
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -389,6 +525,8 @@ void fleet_fini(struct sup *s)
             close(a->out_fd);
         if (a->err_fd >= 0)
             close(a->err_fd);
+        if (a->log_fd >= 0)
+            close(a->log_fd);
     }
     free(s->agents);
     s->agents = NULL;

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "sup.h"
 
 #define BACKSTOP_NS 50000000ull   /* longest sleep: a lost wake-up costs at most this */
@@ -211,6 +212,8 @@ static int drain_finished(struct sup *s, uint64_t now)
 
 int loop_run(struct sup *s)
 {
+    if (metrics_start(s)) /* --metrics: the address is taken, or no memory; logged */
+        return 1;
     loop_arm_poll(s, s->listen_fd, ud_make(UD_LISTEN, 0, 0), POLLIN);
     loop_arm_poll(s, s->sig_fd, ud_make(UD_SIGNAL, 0, 0), POLLIN);
     loop_arm_poll(s, s->doorbell_fd, ud_make(UD_DOORBELL, 0, 0), POLLIN);
@@ -221,15 +224,18 @@ int loop_run(struct sup *s)
     fprintf(stderr, "oag-supervisor: ready name=%s socket=%s pid=%d\n", s->cfg.name,
             s->cfg.socket_path, (int)getpid());
     fflush(stderr);
+    notify_ready(s); /* systemd: READY=1 (no-op without $NOTIFY_SOCKET) */
 
     uint64_t idle_since = 0, next_timer = 0;
     for (;;) {
         int events = drain_cqes(s);
         uint64_t now = now_ns();
+        metrics_tick(s, now); /* --metrics: snapshot every 100 ms or when a scrape asks */
         if (events || now >= next_timer) {
             next_timer = now + BACKSTOP_NS;
             fleet_tick(s, now, &next_timer);
             engines_recover(s, now);
+            notify_tick(s, now); /* systemd: watchdog pings, STATUS=, STOPPING=1 */
         }
         batcher_expire(s, now);
         int got = batcher_collect(s);
@@ -292,5 +298,6 @@ int loop_run(struct sup *s)
     /* Whatever is still attached (agents we did not launch) is told we are gone. */
     while (s->nactive)
         lane_cut(s, &s->lanes[s->active[0]], NULL);
+    metrics_stop(s);
     return s->exit_code;
 }

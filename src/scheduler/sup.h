@@ -21,6 +21,17 @@
 #define OAG_PRIORITY_LEVELS 4
 
 struct inst;
+struct config_mem;
+struct metrics;
+
+/* notify.c: systemd readiness, status and watchdog (all no-ops without $NOTIFY_SOCKET). */
+struct sup_notify {
+    int on;                    /* $NOTIFY_SOCKET is set */
+    int stopping_sent;
+    uint64_t wd_ns;            /* watchdog ping interval (half of $WATCHDOG_USEC), 0: none */
+    uint64_t wd_next_ns, status_next_ns;
+    char status[192];          /* the last STATUS= sent */
+};
 
 struct sup_config {
     const char *name;
@@ -47,6 +58,11 @@ struct sup_config {
     int ngpus;                 /* 0: all */
     int threads;               /* BLAS threads for cpu */
     int copy_threads;          /* row-copy helpers for large batches (-1: by core count) */
+    const char *config_path;   /* --config FILE, or NULL */
+    uint64_t log_max_bytes;    /* --log-dir: rotate agent-ID.log before it exceeds this */
+    uint32_t log_keep;         /* --log-dir: rotated files kept (agent-ID.log.1 .. .K) */
+    struct config_mem *mem;    /* config.c: what the file's values are kept in */
+    const char *metrics;       /* --metrics ADDR:PORT (HTTP /metrics /healthz /readyz), or NULL */
 };
 
 enum agent_state { AG_STARTING, AG_RUNNING, AG_BACKOFF, AG_EXITED, AG_FAILED, AG_STOPPING };
@@ -63,6 +79,9 @@ struct agent {
     int pidfd;
     int out_fd, err_fd;        /* pipe read ends, or -1 */
     struct linebuf out_lb, err_lb;
+    int log_fd;                /* --log-dir: DIR/agent-ID.log (append), or -1 */
+    uint64_t log_bytes;        /* its size, for the rotation */
+    int log_failed;            /* a write or rotation failed: warned once */
     uint32_t restarts;
     uint32_t spawn_gen;        /* bumps per start: tags io_uring requests */
     uint32_t consecutive;      /* abnormal exits in a row, for the backoff */
@@ -118,6 +137,8 @@ struct pend {
     uint64_t ticket;
     uint64_t deadline_ns;      /* 0: none */
     uint64_t enq_ns;
+    uint64_t submit_ns;        /* latency origin: the agent's submit time if plausible, else
+                                  enq_ns (metrics.c) */
     uint32_t next;             /* queue link / free list */
     uint8_t dead;              /* expired while queued: skipped when popped */
 };
@@ -127,6 +148,7 @@ struct task {
     uint32_t lane, gen, idx;
     uint64_t ticket;
     uint64_t deadline_ns;
+    uint64_t submit_ns;        /* as in struct pend */
 };
 
 /* A batch buffer set bound to one engine instance (host memory from that instance). */
@@ -199,6 +221,8 @@ struct sup {
     uint64_t drain_started_ns;
     int exit_code;
     uint64_t last_publish_ns;
+    struct sup_notify notify;
+    struct metrics *metrics;   /* --metrics: histograms, snapshot, HTTP thread; NULL when off */
 };
 
 uint64_t now_ns(void);
@@ -256,6 +280,10 @@ const char *agent_state_name(enum agent_state st);
 void loop_arm_poll(struct sup *s, int fd, uint64_t ud, unsigned events);
 void loop_cancel(struct sup *s, uint64_t ud);
 int loop_run(struct sup *s);
+
+/* notify.c */
+void notify_ready(struct sup *s);
+void notify_tick(struct sup *s, uint64_t now);
 
 /* ctl.c */
 void ctl_handle(struct sup *s, int fd, const char *cmd);
