@@ -53,7 +53,8 @@ int batcher_init(struct sup *s)
         bt->qhead[p] = bt->qtail[p] = NIL;
     bt->next_deadline = UINT64_MAX;
     bt->jobs = calloc(s->cfg.max_batch, sizeof *bt->jobs);
-    if (!bt->jobs)
+    bt->trace = calloc(TRACE_CAP, sizeof *bt->trace);
+    if (!bt->jobs || !bt->trace)
         return -ENOMEM;
     int nt = s->cfg.copy_threads;
     if (nt < 0) {
@@ -66,6 +67,7 @@ int batcher_init(struct sup *s)
 void batcher_fini(struct sup *s)
 {
     copypool_fini(&s->bat.copy);
+    free(s->bat.trace);
     free(s->bat.jobs);
     free(s->bat.pool);
     s->bat.pool = NULL;
@@ -195,11 +197,28 @@ static void lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx, uin
     lane_mark_touched(s, l);
 }
 
+/* Records a finished task's timings (its publication time is set by publish_touched). */
+static void trace_add(struct batcher *bt, uint32_t lane, uint32_t gen, uint64_t ticket,
+                      uint64_t submit_ns, uint64_t enq_ns, uint64_t start_ns, uint64_t done_ns,
+                      uint32_t batch, int32_t status)
+{
+    struct trace_rec *r = &bt->trace[bt->trace_n++ % TRACE_CAP];
+    *r = (struct trace_rec){ .lane = lane, .gen = gen, .ticket = ticket, .submit_ns = submit_ns,
+                             .enq_ns = enq_ns, .start_ns = start_ns, .done_ns = done_ns,
+                             .batch = batch, .status = status };
+}
+
 /* Publishes what was written to each touched lane, waking agents that sleep. */
 static void publish_touched(struct sup *s)
 {
     struct batcher *bt = &s->bat;
     flush_copies(bt);
+    /* Results are visible to their agents from here on: stamp the traces written since. */
+    uint64_t pub = now_ns();
+    if (bt->trace_n - bt->trace_unpub > TRACE_CAP)
+        bt->trace_unpub = bt->trace_n - TRACE_CAP;
+    for (; bt->trace_unpub < bt->trace_n; bt->trace_unpub++)
+        bt->trace[bt->trace_unpub % TRACE_CAP].pub_ns = pub;
     for (uint32_t k = 0; k < bt->ntouched; k++) {
         struct lane *l = &s->lanes[bt->touched[k]];
         l->touched = 0;
@@ -387,6 +406,8 @@ void batcher_expire(struct sup *s, uint64_t now)
                 continue;
             l->flags[p->idx & l->sub.mask] |= F_TAKEN;
             metrics_task_done(s, p->submit_ns, now, -ETIMEDOUT);
+            trace_add(bt, p->lane, p->gen, p->ticket, p->submit_ns, p->enq_ns, 0, 0, 0,
+                      -ETIMEDOUT);
             lane_put_result(s, l, p->idx, p->ticket, -ETIMEDOUT, NULL, 0);
             lane_release_prefix(l);
         }
@@ -415,6 +436,7 @@ static void fail_queued(struct sup *s, int err)
                 continue;
             l->flags[p.idx & l->sub.mask] |= F_TAKEN;
             metrics_task_done(s, p.submit_ns, now_ns(), err);
+            trace_add(bt, p.lane, p.gen, p.ticket, p.submit_ns, p.enq_ns, 0, 0, 0, err);
             lane_put_result(s, l, p.idx, p.ticket, err, NULL, 0);
             lane_release_prefix(l);
         }
@@ -490,7 +512,8 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
             bs->tasks[rows] = (struct task){ .lane = copy.lane, .gen = copy.gen,
                                              .idx = copy.idx, .ticket = copy.ticket,
                                              .deadline_ns = copy.deadline_ns,
-                                             .submit_ns = copy.submit_ns };
+                                             .submit_ns = copy.submit_ns,
+                                             .enq_ns = copy.enq_ns };
             bt->queue_ns += now - copy.enq_ns;
             metrics_task_queued(s, now - copy.enq_ns);
             l->flags[copy.idx & l->sub.mask] |= F_TAKEN;
@@ -616,6 +639,8 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
             len = 0;
         }
         metrics_task_done(s, t->submit_ns, done_ns, status);
+        trace_add(bt, t->lane, t->gen, t->ticket, t->submit_ns, t->enq_ns, bs->start_ns, done_ns,
+                  n, status);
         lane_put_result(s, l, t->idx, t->ticket, status,
                         b->out + (size_t)i * b->out_stride, len);
     }

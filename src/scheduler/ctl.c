@@ -205,6 +205,89 @@ static void status(struct sup *s, struct out *o, int json)
     }
 }
 
+/* A short name for a task status (negative errno). */
+static const char *oag__status_name(int st)
+{
+    switch (-st) {
+    case ETIMEDOUT: return "timed-out";
+    case EIO: return "engine-error";
+    case EINVAL: return "bad-input";
+    case ENOMEM: return "no-memory";
+    case ECANCELED: return "cancelled";
+    default: return "error";
+    }
+}
+
+static uint64_t trace_total(const struct trace_rec *r) { return r->pub_ns - r->submit_ns; }
+
+static int cmp_slowest(const void *a, const void *b)
+{
+    uint64_t x = trace_total(a), y = trace_total(b);
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The n slowest of the last TRACE_CAP finished tasks, with where their time went:
+ * submit -> taken into the queue -> batch started -> engine done -> result published. */
+static void trace_cmd(struct sup *s, struct out *o, int n, int json)
+{
+    struct batcher *bt = &s->bat;
+    uint64_t have = bt->trace_unpub < TRACE_CAP ? bt->trace_unpub : TRACE_CAP;
+    struct trace_rec *v = malloc((have ? have : 1) * sizeof *v);
+    if (!v) {
+        outf(o, "trace: out of memory\n");
+        return;
+    }
+    uint32_t k = 0;
+    for (uint64_t i = bt->trace_unpub - have; i < bt->trace_unpub; i++) {
+        const struct trace_rec *r = &bt->trace[i % TRACE_CAP];
+        if (r->pub_ns >= r->submit_ns)
+            v[k++] = *r;
+    }
+    qsort(v, k, sizeof *v, cmp_slowest);
+    if ((uint32_t)n > k)
+        n = (int)k;
+#define US(a, b) ((a) && (b) >= (a) ? (double)((b) - (a)) / 1e3 : 0.0)
+    if (json) {
+        outf(o, "{\"recorded\":%u,\"tasks\":[", k);
+        for (int i = 0; i < n; i++) {
+            const struct trace_rec *r = &v[i];
+            uint64_t stage = r->start_ns ? r->done_ns : r->pub_ns;
+            outf(o, "%s{\"trace_id\":\"%u:%u:%llu\",\"agent\":%u,\"ticket\":%llu,"
+                    "\"status\":%d,\"batch\":%u,\"total_us\":%.3f,\"to_queue_us\":%.3f,"
+                    "\"queued_us\":%.3f,\"engine_us\":%.3f,\"return_us\":%.3f,"
+                    "\"submit_ns\":%llu,\"enqueue_ns\":%llu,\"batch_start_ns\":%llu,"
+                    "\"engine_done_ns\":%llu,\"completion_ns\":%llu}",
+                 i ? "," : "", r->lane, r->gen, (unsigned long long)r->ticket, r->lane,
+                 (unsigned long long)r->ticket, r->status, r->batch,
+                 US(r->submit_ns, r->pub_ns), US(r->submit_ns, r->enq_ns),
+                 US(r->enq_ns, r->start_ns ? r->start_ns : r->pub_ns),
+                 US(r->start_ns, r->done_ns), US(stage, r->pub_ns),
+                 (unsigned long long)r->submit_ns, (unsigned long long)r->enq_ns,
+                 (unsigned long long)r->start_ns, (unsigned long long)r->done_ns,
+                 (unsigned long long)r->pub_ns);
+        }
+        outf(o, "]}\n");
+    } else {
+        outf(o, "slowest %d of the last %u tasks (microseconds): submit -> queue -> batch start "
+                "-> engine done -> result published\n", n, k);
+        outf(o, "%-24s %10s %9s %9s %9s %9s %6s %s\n", "TRACE (agent:gen:ticket)", "TOTAL",
+             "TO-QUEUE", "QUEUED", "ENGINE", "RETURN", "BATCH", "STATUS");
+        for (int i = 0; i < n; i++) {
+            const struct trace_rec *r = &v[i];
+            char id[64];
+            snprintf(id, sizeof id, "%u:%u:%llu", r->lane, r->gen, (unsigned long long)r->ticket);
+            uint64_t stage = r->start_ns ? r->done_ns : r->pub_ns;
+            outf(o, "%-24s %10.1f %9.1f %9.1f %9.1f %9.1f %6u %s\n", id,
+                 US(r->submit_ns, r->pub_ns), US(r->submit_ns, r->enq_ns),
+                 US(r->enq_ns, r->start_ns ? r->start_ns : r->pub_ns),
+                 US(r->start_ns, r->done_ns), US(stage, r->pub_ns), r->batch,
+                 r->status ? oag__status_name(r->status) : "ok");
+        }
+    }
+#undef US
+    free(v);
+}
+
 void ctl_reply_and_close(struct sup *s, int fd, const char *text, int status)
 {
     (void)s;
@@ -246,6 +329,27 @@ void ctl_handle(struct sup *s, int fd, const char *cmd)
             outf(&o, "fleet scaled from %d to %ld agents\n", before, n);
             out_end(&o, 0);
         }
+    } else if (!strcmp(cmd, "trace") || !strncmp(cmd, "trace ", 6)) {
+        int n = 20, json = 0, bad = 0;
+        char buf[OAG_CTL_CMD_MAX];
+        snprintf(buf, sizeof buf, "%s", cmd);
+        for (char *save, *w = strtok_r(buf + 5, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+            char *end;
+            long v = strtol(w, &end, 10);
+            if (!strcmp(w, "--json"))
+                json = 1;
+            else if (*end == '\0' && v > 0 && v <= (long)TRACE_CAP)
+                n = (int)v;
+            else
+                bad = 1;
+        }
+        if (bad) {
+            outf(&o, "trace: usage: trace [N (1..%u)] [--json]\n", TRACE_CAP);
+            out_end(&o, -EINVAL);
+        } else {
+            trace_cmd(s, &o, n, json);
+            out_end(&o, 0);
+        }
     } else if (!strcmp(cmd, "reload") || !strncmp(cmd, "reload ", 7)) {
         char msg[600];
         int rc = engines_reload(s, cmd[6] ? cmd + 7 : NULL, msg, sizeof msg);
@@ -267,7 +371,7 @@ void ctl_handle(struct sup *s, int fd, const char *cmd)
         out_end(&o, 0);
         kill(getpid(), SIGTERM);
     } else {
-        outf(&o, "unknown command '%s' (status, status --json, scale N, reload [DIR], stop)\n",
+        outf(&o, "unknown command '%s' (status, status --json, scale N, reload [DIR], trace [N] [--json], stop)\n",
              cmd);
         out_end(&o, -EINVAL);
     }

@@ -149,7 +149,20 @@ struct task {
     uint64_t ticket;
     uint64_t deadline_ns;
     uint64_t submit_ns;        /* as in struct pend */
+    uint64_t enq_ns;           /* taken into the supervisor's queue */
 };
+
+/* Where one finished task's time went (oag-ctl trace). The trace id is agent:generation:ticket,
+ * the ticket being the one the agent got from oag_submit. Times are CLOCK_MONOTONIC ns; start
+ * and done are 0 for a task that never reached the engine (expired, failed while queued). */
+struct trace_rec {
+    uint32_t lane, gen;
+    uint64_t ticket;
+    uint64_t submit_ns, enq_ns, start_ns, done_ns, pub_ns;
+    uint32_t batch;            /* rows in its batch */
+    int32_t status;
+};
+#define TRACE_CAP 4096u
 
 /* A batch buffer set bound to one engine instance (host memory from that instance). */
 struct bslot {
@@ -172,6 +185,9 @@ struct batcher {
     uint32_t ntouched;
     uint64_t batches, tasks_total, dropped, timed_out, ok, failed, engine_errors;
     uint64_t busy_events, queue_ns, compute_ns;
+    struct trace_rec *trace;   /* the last TRACE_CAP finished tasks, a ring */
+    uint64_t trace_n;          /* records written so far */
+    uint64_t trace_unpub;      /* first record whose pub_ns is not set yet */
     struct copy_job *jobs;     /* row copies of the batch being filled or completed */
     uint32_t njobs;
     size_t job_bytes;

@@ -6,6 +6,7 @@
  *  3. overall queue bound: with the queue full, another agent's submit fails at once with -EBUSY,
  *     and succeeds again once the queue drained;
  *  4. --in-order: completions come back in submission order even when priorities reorder them;
+ *     and `oag-ctl trace` shows where each task's time went;
  *  5. oag_infer() with the caller's own asynchronous tasks outstanding (a full lane, even):
  *     it returns its own result, and every asynchronous result still comes out of oag_poll()
  *     exactly once, with its data.
@@ -29,6 +30,44 @@ static int wait_results(oag_client *c, oag_completion *out, int want, int timeou
             out[got++] = d[i];
     }
     return got;
+}
+
+/* `oag-ctl trace --json` shows both tasks of test_deadline with where their time went. */
+static void check_trace(struct h_sup *s, uint64_t t_short, uint64_t t_none)
+{
+    static char out[1 << 16];
+    CHECK_EQ(h_ctl(s, out, sizeof out, "trace", "--json", NULL), 0);
+    cJSON *j = cJSON_Parse(out);
+    CHECK(j != NULL, "trace --json is not JSON: %.200s", out);
+    if (!j)
+        return;
+    int found = 0;
+    cJSON *t;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItem(j, "tasks"))
+    {
+        double ticket = cJSON_GetNumberValue(cJSON_GetObjectItem(t, "ticket"));
+        double st = cJSON_GetNumberValue(cJSON_GetObjectItem(t, "status"));
+        double sub = cJSON_GetNumberValue(cJSON_GetObjectItem(t, "submit_ns"));
+        double enq = cJSON_GetNumberValue(cJSON_GetObjectItem(t, "enqueue_ns"));
+        double start = cJSON_GetNumberValue(cJSON_GetObjectItem(t, "batch_start_ns"));
+        double done = cJSON_GetNumberValue(cJSON_GetObjectItem(t, "engine_done_ns"));
+        double pub = cJSON_GetNumberValue(cJSON_GetObjectItem(t, "completion_ns"));
+        double queued = cJSON_GetNumberValue(cJSON_GetObjectItem(t, "queued_us"));
+        if (ticket == (double)t_short) {
+            found |= 1;
+            CHECK(st == -ETIMEDOUT, "expired task traced with status %g", st);
+            CHECK(start == 0 && sub <= enq && enq <= pub, "expired task's times out of order");
+        } else if (ticket == (double)t_none) {
+            found |= 2;
+            CHECK(st == 0, "task traced with status %g", st);
+            CHECK(sub <= enq && enq <= start && start <= done && done <= pub,
+                  "stages out of order: %g %g %g %g %g", sub, enq, start, done, pub);
+            CHECK(queued >= 350000, "queued %g us, the batch delay is 400 ms", queued);
+        }
+    }
+    CHECK(found == 3, "trace lacks the test's tasks (found mask %d)", found);
+    cJSON_Delete(j);
+    CHECK(h_ctl(s, out, sizeof out, "trace", "0", NULL) != 0, "trace 0 accepted");
 }
 
 static void test_deadline(void)
@@ -68,6 +107,7 @@ static void test_deadline(void)
             CHECK(t2 >= 350, "undeadlined task completed after %llu ms, before the delay",
                   (unsigned long long)t2);
         }
+        check_trace(&s, t_short, t_none);
         oag_close(c);
     }
     h_cleanup(&s);
