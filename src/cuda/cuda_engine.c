@@ -1035,6 +1035,17 @@ void oag__cuda_stats(struct oag_engine *e, struct oag_cuda_stats *out)
     memcpy(out->buckets, e->buckets, e->nbuckets * sizeof e->buckets[0]);
 }
 
+/* Device memory in use (by every process on the device) and in all, for metrics. */
+static int cuda_stats(struct oag_engine *e, struct oag_engine_stats *st)
+{
+    size_t free_b = 0, total_b = 0;
+    if (cudaSetDevice(e->dev) != cudaSuccess || cudaMemGetInfo(&free_b, &total_b) != cudaSuccess)
+        return -EIO;
+    st->mem_used = (uint64_t)(total_b - free_b);
+    st->mem_total = (uint64_t)total_b;
+    return 0;
+}
+
 const struct oag_engine_ops engine_cuda_ops = {
     .name = "cuda",
     .create = cuda_create,
@@ -1046,4 +1057,5 @@ const struct oag_engine_ops engine_cuda_ops = {
     .event_fd = cuda_event_fd,
     .out_row_bytes = cuda_out_row_bytes,
     .max_inflight = CU_SLOTS,
+    .stats = cuda_stats,
 };

@@ -44,6 +44,12 @@ struct oag_batch {
     void *user;                    /* the scheduler's */
 };
 
+/* Resource figures an engine may report (metrics). */
+struct oag_engine_stats {
+    uint64_t mem_used;             /* bytes in use on the engine's device (all users) */
+    uint64_t mem_total;            /* bytes the device has */
+};
+
 struct oag_engine_ops {
     const char *name;
     /* Returns 0 and *out, or a negative errno with a message logged. */
@@ -63,6 +69,9 @@ struct oag_engine_ops {
     uint32_t (*out_row_bytes)(struct oag_engine *e);
     /* Async only: batches that may be in flight at once (>= 2 to overlap copies and compute). */
     uint32_t max_inflight;
+    /* Optional (NULL: nothing to report): fills *st; 0 or a negative errno. Called from the
+     * scheduler's thread, a few times a second at most. */
+    int (*stats)(struct oag_engine *e, struct oag_engine_stats *st);
 };
 
 /* The table for a backend name, or NULL. */

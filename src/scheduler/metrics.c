@@ -79,7 +79,14 @@ struct mx_engine {
     uint64_t busy_ns;
 };
 
+struct mx_gpu {
+    int device;
+    uint64_t used, total;
+};
+
 struct mx_snap {
+    struct mx_gpu gpu[SUP_MAX_GPUS]; /* devices whose engine reports memory (ops->stats) */
+    uint32_t ngpu;
     uint64_t seq;               /* bumps per publish */
     uint64_t heartbeat_ns;      /* loop's CLOCK_MONOTONIC when it built this */
     int loaded, usable, draining, reloading;
@@ -307,6 +314,17 @@ static void snap_engines(struct metrics *m, struct sup *s, struct mx_snap *b, ui
                 busy += now - in->busy_since; /* async: the busy stretch still running */
         }
         inflight += in->inflight;
+        struct oag_engine_stats es;
+        if (in->ops->stats && !in->retired && b->ngpu < SUP_MAX_GPUS &&
+            in->ops->stats(in->e, &es) == 0) {
+            uint32_t g = 0;
+            while (g < b->ngpu && b->gpu[g].device != in->device)
+                g++;
+            if (g == b->ngpu) {
+                b->gpu[b->ngpu++] = (struct mx_gpu){ .device = in->device, .used = es.mem_used,
+                                                     .total = es.mem_total };
+            }
+        }
         uint32_t key = eng_key(m, in->ops->name, in->device);
         if (key == UINT32_MAX)
             continue;
@@ -593,6 +611,17 @@ static void format_metrics(struct out *o, const struct mx_snap *p, uint64_t now)
     }
     counter(o, "oag_engine_errors_total", "Batches an engine failed as a whole.",
             p->engine_errors);
+    if (p->ngpu) {
+        family(o, "oag_gpu_memory_used_bytes", "gauge",
+               "Bytes in use on each GPU an engine runs on (all processes on it).");
+        for (uint32_t g = 0; g < p->ngpu; g++)
+            put(o, "oag_gpu_memory_used_bytes{device=\"%d\"} %llu\n", p->gpu[g].device,
+                (unsigned long long)p->gpu[g].used);
+        family(o, "oag_gpu_memory_total_bytes", "gauge", "Bytes each of those GPUs has.");
+        for (uint32_t g = 0; g < p->ngpu; g++)
+            put(o, "oag_gpu_memory_total_bytes{device=\"%d\"} %llu\n", p->gpu[g].device,
+                (unsigned long long)p->gpu[g].total);
+    }
 
     gauge(o, "oag_tasks_pending", "Tasks waiting in the supervisor's queue.", p->pending);
     gauge(o, "oag_queue_capacity", "Tasks the supervisor's queue holds (--max-queue).",
