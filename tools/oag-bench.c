@@ -318,8 +318,8 @@ static int cmp_u32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Nearest-rank percentile of sorted samples (ns), in microseconds. */
-static double pct_us(const uint32_t *s, size_t n, double q)
+/* Index of the nearest-rank q-percentile among n sorted samples (n >= 1). */
+static size_t rank_index(size_t n, double q)
 {
     double x = q * (double)n;
     size_t k = (size_t)x;
@@ -329,7 +329,13 @@ static double pct_us(const uint32_t *s, size_t n, double q)
         k = 1;
     if (k > n)
         k = n;
-    return s[k - 1] / 1000.0;
+    return k - 1;
+}
+
+/* Nearest-rank percentile of sorted samples (ns), in microseconds. */
+static double pct_us(const uint32_t *s, size_t n, double q)
+{
+    return s[rank_index(n, q)] / 1000.0;
 }
 
 static void summarize(struct lat_res *r, uint32_t *s, size_t n)
@@ -1493,15 +1499,7 @@ static int cmp_double(const void *a, const void *b)
 /* Nearest-rank percentile of sorted doubles. */
 static double pct_d(const double *s, size_t n, double q)
 {
-    double x = q * (double)n;
-    size_t k = (size_t)x;
-    if ((double)k < x)
-        k++;
-    if (k < 1)
-        k = 1;
-    if (k > n)
-        k = n;
-    return s[k - 1];
+    return s[rank_index(n, q)];
 }
 
 static void sleep_until(uint64_t t_ns)
