@@ -28,37 +28,16 @@ struct loaded {
     char name[64];
 };
 
-/* Models in use, each freed when its last instance is gone. */
-static struct oag_model *models[8];
-static uint32_t model_refs[8];
-
-static void model_hold(struct oag_model *m, uint32_t n)
+/* Frees m unless one of the supervisor's instances still serves it: a model lives exactly as
+ * long as its instances (one per GPU, plus retired ones finishing their batches). */
+static void model_release_if_unused(struct sup *s, struct oag_model *m)
 {
     if (!m)
         return;
-    for (int i = 0; i < 8; i++)
-        if (models[i] == m) {
-            model_refs[i] += n;
+    for (uint32_t i = 0; i < s->ninst; i++)
+        if (s->inst[i]->model == m)
             return;
-        }
-    for (int i = 0; i < 8; i++)
-        if (!models[i]) {
-            models[i] = m;
-            model_refs[i] = n;
-            return;
-        }
-}
-
-static void model_drop(struct oag_model *m)
-{
-    for (int i = 0; i < 8; i++)
-        if (models[i] == m && m) {
-            if (--model_refs[i] == 0) {
-                oag_model_free(m);
-                models[i] = NULL;
-            }
-            return;
-        }
+    oag_model_free(m);
 }
 
 /* Runs one batch of n zero rows through in and waits for it. Returns 0 or a negative errno. */
@@ -182,7 +161,6 @@ static int build(struct sup *s, const struct oag_engine_ops *ops, const char *mo
 /* Adds built instances to the rotation with their batch slots. */
 static int adopt(struct sup *s, struct loaded *ld)
 {
-    model_hold(ld->model, ld->n);
     for (uint32_t i = 0; i < ld->n; i++) {
         struct inst *in = ld->inst[i];
         in->model_version = s->model_version;
@@ -266,7 +244,6 @@ static void reap_retired(struct sup *s)
         }
         struct oag_model *m = in->model;
         inst_destroy(in);
-        model_drop(m);
         /* Keep indices stable for armed polls: move the last instance here and re-arm it. */
         uint32_t last = --s->ninst;
         if (i != last) {
@@ -277,6 +254,7 @@ static void reap_retired(struct sup *s)
                 loop_arm_poll(s, lfd, ud_make(UD_ENGINE, 0, i), POLLIN);
             }
         }
+        model_release_if_unused(s, m);
     }
 }
 
@@ -353,12 +331,12 @@ void engines_stop(struct sup *s)
     for (uint32_t k = 0; k < s->nslots; k++)
         bslot_free(s, s->slots[k]);
     s->nslots = 0;
-    for (uint32_t i = 0; i < s->ninst; i++) {
-        struct oag_model *m = s->inst[i]->model;
-        inst_destroy(s->inst[i]);
-        model_drop(m);
+    while (s->ninst) {
+        struct inst *in = s->inst[--s->ninst];
+        struct oag_model *m = in->model;
+        inst_destroy(in);
+        model_release_if_unused(s, m);
     }
-    s->ninst = 0;
 }
 
 /* ---- reload ---------------------------------------------------------------------------- */
