@@ -103,6 +103,12 @@ struct cu_slot {
     void *ws;
     void *buf[CU_NBUF];
     cudaGraphExec_t graph[CU_MAX_BUCKETS];
+    /* Rows by pointer: gather + plan + scatter per bucket, reading the slot's row table. */
+    cudaGraphExec_t graph_ptr[CU_MAX_BUCKETS];
+    struct cu_rowtab *tab;         /* pinned host memory (mapped in cuda_create, registered in
+                                      device_build); device address tab_dev */
+    struct cu_rowtab *tab_dev;
+    size_t tab_len;
     /* The batch in this slot. Written by the submitting thread before the hand-off (under mu),
      * then by the completion thread until its release store of done_seq. */
     struct oag_batch *b;
@@ -129,6 +135,7 @@ struct oag_engine {
     struct cu_slot slot[CU_SLOTS];
 
     struct cu_hostbuf *hostbufs;   /* host_alloc'ed, pinned; submitting thread only */
+    int rows_by_ptr;               /* the device can use registered host pointers directly */
     int efd;
 
     /* Submission ring. reap_seq: submitting thread only. sub_seq: written by the submitting
@@ -378,18 +385,33 @@ static int run_plan(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
     return 0;
 }
 
-static int capture(struct oag_engine *e, struct cu_slot *s, uint32_t k)
+/* Enqueues a batch of `rows` rows by pointer: gather from the row table, the plan, scatter. */
+static int run_ptr(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
+{
+    cudaError_t err = cu_launch_gather(s->st, s->buf[CU_XIN], s->tab_dev, rows, e->in_bytes);
+    if (err != cudaSuccess)
+        return cu_fail(e, err, "gather");
+    int rc = run_plan(e, s, rows);
+    if (rc)
+        return rc;
+    err = cu_launch_scatter(s->st, s->tab_dev, e->max_batch, s->buf[CU_YOUT], rows,
+                            e->out_bytes);
+    return err == cudaSuccess ? 0 : cu_fail(e, err, "scatter");
+}
+
+static int capture_one(struct oag_engine *e, struct cu_slot *s, uint32_t rows, int by_ptr,
+                       cudaGraphExec_t *out)
 {
     cudaGraph_t g = NULL;
     CU_TRY(e, cudaStreamBeginCapture(s->st, cudaStreamCaptureModeThreadLocal), "begin capture");
-    int rc = run_plan(e, s, e->buckets[k]);
+    int rc = by_ptr ? run_ptr(e, s, rows) : run_plan(e, s, rows);
     cudaError_t err = cudaStreamEndCapture(s->st, &g);
     if (!rc && err != cudaSuccess)
         rc = cu_fail(e, err, "end capture");
     if (!rc) {
-        err = cudaGraphInstantiate(&s->graph[k], g, 0);
+        err = cudaGraphInstantiate(out, g, 0);
         if (err != cudaSuccess) {
-            s->graph[k] = NULL;
+            *out = NULL;
             rc = cu_fail(e, err, "graph instantiate");
         }
     }
@@ -398,14 +420,27 @@ static int capture(struct oag_engine *e, struct cu_slot *s, uint32_t k)
     return rc;
 }
 
+static int capture(struct oag_engine *e, struct cu_slot *s, uint32_t k)
+{
+    int rc = capture_one(e, s, e->buckets[k], 0, &s->graph[k]);
+    if (!rc && e->rows_by_ptr)
+        rc = capture_one(e, s, e->buckets[k], 1, &s->graph_ptr[k]);
+    return rc;
+}
+
 static void slot_teardown(struct oag_engine *e, struct cu_slot *s, int live)
 {
     if (live) {
         if (s->st)
             (void)cudaStreamSynchronize(s->st);
-        for (uint32_t k = 0; k < CU_MAX_BUCKETS; k++)
+        for (uint32_t k = 0; k < CU_MAX_BUCKETS; k++) {
             if (s->graph[k])
                 (void)cudaGraphExecDestroy(s->graph[k]);
+            if (s->graph_ptr[k])
+                (void)cudaGraphExecDestroy(s->graph_ptr[k]);
+        }
+        if (s->tab_dev)
+            (void)cudaHostUnregister(s->tab);
         if (s->blas)
             (void)cublasDestroy(s->blas);
         for (int b = 0; b < CU_NBUF; b++)
@@ -423,9 +458,13 @@ static void slot_teardown(struct oag_engine *e, struct cu_slot *s, int live)
      * rare, and freeing it would touch the new context). */
     struct oag_batch *b = s->b;
     int rc = s->rc;
+    struct cu_rowtab *tab = s->tab;
+    size_t tab_len = s->tab_len;
     memset(s, 0, sizeof *s);
     s->b = b;
     s->rc = rc;
+    s->tab = tab; /* the mapping is the engine's for its life; only its registration goes */
+    s->tab_len = tab_len;
     (void)e;
 }
 
@@ -441,6 +480,18 @@ static int slot_build(struct oag_engine *e, struct cu_slot *s, int graphs)
             CU_TRY(e, cudaMemsetAsync(s->buf[b], 0, e->buf_bytes[b], s->st), "buffer clear");
         }
     CU_TRY(e, cudaMalloc(&s->ws, CU_WS_BYTES), "cuBLAS workspace");
+    if (e->rows_by_ptr) {
+        CU_TRY(e, cudaHostRegister(s->tab, s->tab_len, cudaHostRegisterPortable |
+                                   cudaHostRegisterMapped), "row table");
+        void *d = NULL;
+        cudaError_t err = cudaHostGetDevicePointer(&d, s->tab, 0);
+        if (err != cudaSuccess) {
+            (void)cudaHostUnregister(s->tab);
+            return cu_fail(e, err, "row table address");
+        }
+        s->tab_dev = d;
+        s->tab->n = 0;
+    }
     cublasStatus_t bs = cublasCreate(&s->blas);
     if (bs != CUBLAS_STATUS_SUCCESS) {
         s->blas = NULL;
@@ -484,10 +535,36 @@ static void device_teardown(struct oag_engine *e)
     e->built = 0;
 }
 
+/* Host memory registered for rows by pointer (agents' lanes), process-wide: one registration
+ * serves every engine of every device (portable), counted by host_register/host_unregister. A
+ * device reset drops registrations; hostbufs_register() makes them again. */
+struct cu_reg {
+    struct cu_reg *next;
+    void *p;
+    size_t len;
+    int dev;
+    uint32_t refs;
+};
+static pthread_mutex_t cu_reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct cu_reg *cu_regs;
+
 static int hostbufs_register(struct oag_engine *e)
 {
+    pthread_mutex_lock(&cu_reg_mu);
+    for (struct cu_reg *r = cu_regs; r; r = r->next) {
+        cudaError_t err = cudaHostRegister(r->p, r->len, cudaHostRegisterPortable |
+                                           cudaHostRegisterMapped);
+        if (err == cudaErrorHostMemoryAlreadyRegistered)
+            (void)cudaGetLastError();
+        else if (err != cudaSuccess) {
+            pthread_mutex_unlock(&cu_reg_mu);
+            return cu_fail(e, err, "lane re-register");
+        }
+    }
+    pthread_mutex_unlock(&cu_reg_mu);
     for (struct cu_hostbuf *h = e->hostbufs; h; h = h->next) {
-        cudaError_t err = cudaHostRegister(h->p, h->len, cudaHostRegisterPortable);
+        cudaError_t err = cudaHostRegister(h->p, h->len, cudaHostRegisterPortable |
+                                           cudaHostRegisterMapped);
         if (err == cudaErrorHostMemoryAlreadyRegistered) /* rebuilt without a reset */
             (void)cudaGetLastError();
         else if (err != cudaSuccess)
@@ -516,7 +593,8 @@ static int device_build(struct oag_engine *e, int reregister)
     /* Run every bucket once outside a graph: loads the kernels (lazy module loading) and
      * lets cuBLAS pick its kernels before anything is captured. */
     for (uint32_t k = 0; k < e->nbuckets; k++)
-        if ((rc = run_plan(e, &e->slot[0], e->buckets[k])))
+        if ((rc = run_plan(e, &e->slot[0], e->buckets[k])) ||
+            (e->rows_by_ptr && (rc = run_ptr(e, &e->slot[0], e->buckets[k]))))
             goto fail;
     err = cudaStreamSynchronize(e->slot[0].st);
     if (err != cudaSuccess) {
@@ -817,6 +895,30 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
         cu_log(e, "eventfd: %s", strerror(errno));
         goto fail;
     }
+    /* Rows by pointer need the device to use registered host memory at its host address
+     * (agents' rows are found by pointer arithmetic in the lanes), and OAG_CUDA_ROWS_BY_PTR
+     * unset or 1. */
+    int attr = 0;
+    v = getenv("OAG_CUDA_ROWS_BY_PTR");
+    if ((!v || *v != '0') &&
+        cudaDeviceGetAttribute(&attr, cudaDevAttrCanUseHostPointerForRegisteredMem,
+                               e->dev) == cudaSuccess && attr)
+        e->rows_by_ptr = 1;
+    (void)cudaGetLastError();
+    for (uint32_t i = 0; e->rows_by_ptr && i < CU_SLOTS; i++) {
+        struct cu_slot *sl = &e->slot[i];
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        sl->tab_len = (sizeof(struct cu_rowtab) + 2 * mb * sizeof(void *) + page - 1) / page *
+                      page;
+        void *t = mmap(NULL, sl->tab_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+        if (t == MAP_FAILED) {
+            sl->tab_len = 0;
+            rc = -ENOMEM;
+            goto fail;
+        }
+        sl->tab = t;
+    }
     if ((rc = device_build(e, 0)))
         goto fail;
     if ((rc = -pthread_create(&e->th, NULL, completer, e))) {
@@ -855,6 +957,9 @@ static void cuda_destroy(struct oag_engine *e)
         e->hostbufs = h->next;
         free(h);
     }
+    for (uint32_t i = 0; i < CU_SLOTS; i++)
+        if (e->slot[i].tab)
+            munmap(e->slot[i].tab, e->slot[i].tab_len);
     if (e->efd >= 0)
         close(e->efd);
     cu_plan_fini(&e->plan);
@@ -880,7 +985,7 @@ static void *cuda_host_alloc(struct oag_engine *e, size_t bytes)
     }
     cudaError_t err = cudaSetDevice(e->dev);
     if (err == cudaSuccess)
-        err = cudaHostRegister(p, len, cudaHostRegisterPortable);
+        err = cudaHostRegister(p, len, cudaHostRegisterPortable | cudaHostRegisterMapped);
     if (err != cudaSuccess) {
         cu_fail(e, err, "cudaHostRegister");
         munmap(p, len);
@@ -923,7 +1028,13 @@ static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
             return cu_fail(e, err, "injected allocation");
         (void)cudaFree(p);
     }
-    if (b->n) {
+    if (b->n && b->in_ptr) {
+        if (fault == OAG_CUDA_FAULT_LAUNCH)
+            CU_TRY(e, cu_launch_fault_badconfig(s->st), "injected launch");
+        CU_TRY(e, cudaGraphLaunch(s->graph_ptr[bucket_of(e, b->n)], s->st), "graph launch");
+        if (fault == OAG_CUDA_FAULT_TRAP)
+            CU_TRY(e, cu_launch_fault_trap(s->st), "injected trap");
+    } else if (b->n) {
         if (b->in_stride == e->in_bytes)
             CU_TRY(e, cudaMemcpyAsync(s->buf[CU_XIN], b->in, (size_t)b->n * e->in_bytes,
                                       cudaMemcpyHostToDevice, s->st), "input copy");
@@ -952,7 +1063,8 @@ static int cuda_submit(struct oag_engine *e, struct oag_batch *b)
 {
     if (b->n > e->max_batch ||
         (b->n && (!b->in || !b->out || !b->in_len || !b->out_len || !b->status ||
-                  b->in_stride < e->in_bytes || b->out_stride < e->out_bytes)))
+                  b->in_stride < e->in_bytes || b->out_stride < e->out_bytes)) ||
+        (b->in_ptr && (!e->rows_by_ptr || !b->out_ptr)))
         return -EINVAL;
     if (e->sub_seq - e->reap_seq >= CU_SLOTS)
         return -EBUSY;
@@ -974,6 +1086,17 @@ static int cuda_submit(struct oag_engine *e, struct oag_batch *b)
         int ok = b->in_len[i] == e->in_bytes;
         b->status[i] = ok ? 0 : -EINVAL;
         b->out_len[i] = ok ? e->out_bytes : 0;
+    }
+    if (b->n && b->in_ptr) {
+        /* The slot's row table is free: its last batch was reaped (sub_seq - reap_seq <
+         * CU_SLOTS). Stores here precede the graph launch, which the device sees after them. */
+        const void **tin = s->tab->ptr, **tout = s->tab->ptr + e->max_batch;
+        for (uint32_t i = 0; i < b->n; i++) {
+            int ok = b->status[i] == 0;
+            tin[i] = ok ? b->in_ptr[i] : NULL;
+            tout[i] = ok ? b->out_ptr[i] : NULL;
+        }
+        s->tab->n = b->n;
     }
     b->whole_rc = 0;
     s->b = b;
@@ -1020,6 +1143,56 @@ static struct oag_batch *cuda_reap(struct oag_engine *e)
 
 static int cuda_event_fd(struct oag_engine *e) { return e->efd; }
 
+static int cuda_host_register(struct oag_engine *e, void *p, size_t len)
+{
+    if (!e->rows_by_ptr || !p || !len)
+        return -ENOTSUP;
+    pthread_mutex_lock(&cu_reg_mu);
+    for (struct cu_reg *r = cu_regs; r; r = r->next)
+        if (r->p == p) {
+            r->refs++;
+            pthread_mutex_unlock(&cu_reg_mu);
+            return 0;
+        }
+    int rc = -ENOMEM;
+    struct cu_reg *r = malloc(sizeof *r);
+    if (r) {
+        cudaError_t err = cudaSetDevice(e->dev);
+        if (err == cudaSuccess)
+            err = cudaHostRegister(p, len, cudaHostRegisterPortable | cudaHostRegisterMapped);
+        if (err == cudaSuccess) {
+            *r = (struct cu_reg){ .next = cu_regs, .p = p, .len = len, .dev = e->dev,
+                                  .refs = 1 };
+            cu_regs = r;
+            rc = 0;
+        } else {
+            rc = cu_fail(e, err, "cudaHostRegister (lane)");
+            free(r);
+        }
+    }
+    pthread_mutex_unlock(&cu_reg_mu);
+    return rc;
+}
+
+static void cuda_host_unregister(void *p)
+{
+    pthread_mutex_lock(&cu_reg_mu);
+    for (struct cu_reg **pp = &cu_regs; *pp; pp = &(*pp)->next) {
+        struct cu_reg *r = *pp;
+        if (r->p != p)
+            continue;
+        if (--r->refs == 0) {
+            *pp = r->next;
+            if (cudaSetDevice(r->dev) == cudaSuccess)
+                (void)cudaHostUnregister(p);
+            (void)cudaGetLastError();
+            free(r);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&cu_reg_mu);
+}
+
 static uint32_t cuda_out_row_bytes(struct oag_engine *e) { return e->out_bytes; }
 
 void oag__cuda_fault_next(struct oag_engine *e, enum oag_cuda_fault kind) { e->fault = kind; }
@@ -1058,4 +1231,6 @@ const struct oag_engine_ops engine_cuda_ops = {
     .out_row_bytes = cuda_out_row_bytes,
     .max_inflight = CU_SLOTS,
     .stats = cuda_stats,
+    .host_register = cuda_host_register,
+    .host_unregister = cuda_host_unregister,
 };
