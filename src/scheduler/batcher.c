@@ -247,6 +247,7 @@ static void publish_touched(struct sup *s)
         bt->trace_unpub = bt->trace_n - TRACE_CAP;
     for (; bt->trace_unpub < bt->trace_n; bt->trace_unpub++)
         bt->trace[bt->trace_unpub % TRACE_CAP].pub_ns = pub;
+    uint32_t nwake = 0;
     for (uint32_t k = 0; k < bt->ntouched; k++) {
         struct lane *l = &s->lanes[bt->touched[k]];
         l->touched = 0;
@@ -261,10 +262,25 @@ static void publish_touched(struct sup *s)
         if (n) {
             ring_prod_publish(&l->cmp, n);
             if (ring_prod_needs_wake(&l->cmp))
-                lane_wake(s, l);
+                bt->wake_fd[nwake++] = l->cmp_efd;
         }
     }
     bt->ntouched = 0;
+    /* A few wake-ups are written here (a hand-off would only add latency); a burst goes to the
+     * waker thread, so the loop goes on batching while they are written. */
+    bt->wakes += nwake;
+    if (nwake <= 2 || !s->waker.on) {
+        for (uint32_t k = 0; k < nwake; k++) {
+            uint64_t one = 1;
+            if (write(bt->wake_fd[k], &one, sizeof one) < 0 && errno != EAGAIN)
+                log_debug("wake-up: %s", strerror(errno));
+        }
+    } else {
+        for (uint32_t k = 0; k < nwake; k++)
+            waker_wake(&s->waker, bt->wake_fd[k]);
+        waker_flush(&s->waker);
+        bt->wakes_handed += nwake;
+    }
 }
 
 /* ---- intake ---------------------------------------------------------------------------- */

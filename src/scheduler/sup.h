@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "copy.h"
+#include "waker.h"
 #include "engine/engine.h"
 #include "shm/layout.h"
 #include "shm/ring.h"
@@ -198,6 +199,8 @@ struct batcher {
     uint32_t touched[65536];   /* lanes with results to publish (at most one entry each) */
     uint32_t released[65536];  /* lanes with slots to hand back (fill_batch) */
     uint32_t ntouched;
+    int wake_fd[65536];        /* publish_touched: sleeping agents to wake */
+    uint64_t wakes, wakes_handed;
     uint64_t batches, tasks_total, dropped, timed_out, ok, failed, engine_errors;
     uint64_t busy_events, queue_ns, compute_ns;
     struct trace_rec *trace;   /* the last TRACE_CAP finished tasks, a ring */
@@ -254,6 +257,7 @@ struct sup {
     uint64_t last_publish_ns;
     struct sup_notify notify;
     struct metrics *metrics;   /* --metrics: histograms, snapshot, HTTP thread; NULL when off */
+    struct waker waker;        /* writes agents' wake-ups for big bursts */
 };
 
 uint64_t now_ns(void);
