@@ -99,6 +99,7 @@ struct cu_layer_dev {
 struct cu_slot {
     cudaStream_t st;
     cudaEvent_t done;
+    cudaEvent_t t0, t1;            /* OAG_CUDA_TIMING=1: device time of each batch */
     cublasHandle_t blas;
     void *ws;
     void *buf[CU_NBUF];
@@ -136,6 +137,8 @@ struct oag_engine {
 
     struct cu_hostbuf *hostbufs;   /* host_alloc'ed, pinned; submitting thread only */
     int rows_by_ptr;               /* the device can use registered host pointers directly */
+    int timing;                    /* OAG_CUDA_TIMING=1: time batches with events */
+    _Atomic uint64_t gpu_ns;       /* completion thread adds; stats() reads */
     int efd;
 
     /* Submission ring. reap_seq: submitting thread only. sub_seq: written by the submitting
@@ -450,6 +453,10 @@ static void slot_teardown(struct oag_engine *e, struct cu_slot *s, int live)
             (void)cudaFree(s->ws);
         if (s->done)
             (void)cudaEventDestroy(s->done);
+        if (s->t0)
+            (void)cudaEventDestroy(s->t0);
+        if (s->t1)
+            (void)cudaEventDestroy(s->t1);
         if (s->st)
             (void)cudaStreamDestroy(s->st);
         (void)cudaGetLastError();
@@ -473,6 +480,10 @@ static int slot_build(struct oag_engine *e, struct cu_slot *s, int graphs)
     CU_TRY(e, cudaStreamCreateWithFlags(&s->st, cudaStreamNonBlocking), "stream");
     CU_TRY(e, cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming | cudaEventBlockingSync),
            "event");
+    if (e->timing) {
+        CU_TRY(e, cudaEventCreate(&s->t0), "timing event");
+        CU_TRY(e, cudaEventCreate(&s->t1), "timing event");
+    }
     for (int b = 0; b < CU_NBUF; b++)
         if (e->buf_bytes[b]) {
             CU_TRY(e, cudaMalloc(&s->buf[b], e->buf_bytes[b]), "activation buffer");
@@ -707,6 +718,10 @@ static void *completer(void *arg)
                 /* an error at an event is a fault while the batch ran: sticky */
                 rc = cu_fail(e, err, "batch");
                 atomic_store(&e->broken, 1);
+            } else if (s->t0) {
+                float ms = 0;
+                if (cudaEventElapsedTime(&ms, s->t0, s->t1) == cudaSuccess)
+                    atomic_fetch_add(&e->gpu_ns, (uint64_t)(ms * 1e6));
             }
         }
         if (rc) {
@@ -860,6 +875,8 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
     e->out_bytes = p->model->output_dim * 4;
     const char *v = getenv("OAG_CUDA_TF32");
     e->tf32 = v && *v == '1';
+    v = getenv("OAG_CUDA_TIMING");
+    e->timing = v && *v == '1';
     v = getenv("OAG_CUDA_SPIN_US");
     e->spin_cap_ns = (v ? atol(v) : 1000) * 1000L;
     pthread_mutex_init(&e->mu, NULL);
@@ -1028,6 +1045,8 @@ static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
             return cu_fail(e, err, "injected allocation");
         (void)cudaFree(p);
     }
+    if (s->t0)
+        CU_TRY(e, cudaEventRecord(s->t0, s->st), "event record");
     if (b->n && b->in_ptr) {
         if (fault == OAG_CUDA_FAULT_LAUNCH)
             CU_TRY(e, cu_launch_fault_badconfig(s->st), "injected launch");
@@ -1055,12 +1074,37 @@ static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
                                         e->out_bytes, b->n, cudaMemcpyDeviceToHost, s->st),
                    "output copy");
     }
+    if (s->t1)
+        CU_TRY(e, cudaEventRecord(s->t1, s->st), "event record");
     CU_TRY(e, cudaEventRecord(s->done, s->st), "event record");
     return 0;
 }
 
+/* Rows by pointer on a device that cannot read host memory by pointer: the scheduler registered
+ * no lane (host_register said -ENOTSUP), so every row must sit in the batch's own buffers at its
+ * place; such a batch runs as a plain one. 1 if it does. */
+static int ptr_rows_in_place(const struct oag_batch *b)
+{
+    for (uint32_t i = 0; i < b->n; i++)
+        if (b->in_ptr[i] != b->in + (size_t)i * b->in_stride ||
+            b->out_ptr[i] != b->out + (size_t)i * b->out_stride)
+            return 0;
+    return 1;
+}
+
 static int cuda_submit(struct oag_engine *e, struct oag_batch *b)
 {
+    if (b->in_ptr && b->out_ptr && !e->rows_by_ptr && b->n <= e->max_batch &&
+        ptr_rows_in_place(b)) {
+        const uint8_t **ip = b->in_ptr;
+        uint8_t **op = b->out_ptr;
+        b->in_ptr = NULL;
+        b->out_ptr = NULL;
+        int rc = cuda_submit(e, b);
+        b->in_ptr = ip;
+        b->out_ptr = op;
+        return rc;
+    }
     if (b->n > e->max_batch ||
         (b->n && (!b->in || !b->out || !b->in_len || !b->out_len || !b->status ||
                   b->in_stride < e->in_bytes || b->out_stride < e->out_bytes)) ||
@@ -1216,6 +1260,7 @@ static int cuda_stats(struct oag_engine *e, struct oag_engine_stats *st)
         return -EIO;
     st->mem_used = (uint64_t)(total_b - free_b);
     st->mem_total = (uint64_t)total_b;
+    st->device_ns = atomic_load(&e->gpu_ns);
     return 0;
 }
 

@@ -55,6 +55,7 @@ struct oag_batch {
 struct oag_engine_stats {
     uint64_t mem_used;             /* bytes in use on the engine's device (all users) */
     uint64_t mem_total;            /* bytes the device has */
+    uint64_t device_ns;            /* device time of batches so far, if measured (else 0) */
 };
 
 struct oag_engine_ops {
