@@ -138,6 +138,11 @@ struct oag_engine {
     struct cu_hostbuf *hostbufs;   /* host_alloc'ed, pinned; submitting thread only */
     int rows_by_ptr;               /* the device can use registered host pointers directly */
     int timing;                    /* OAG_CUDA_TIMING=1: time batches with events */
+    int dma_rows;                  /* rows by pointer moved by the copy engines (batched
+                                      memcpy), not by the gather/scatter kernels */
+    void **dma_dst;                /* submitting thread: the batched copies' operands */
+    const void **dma_src;
+    size_t *dma_size;
     _Atomic uint64_t gpu_ns;       /* completion thread adds; stats() reads */
     int efd;
 
@@ -426,7 +431,7 @@ static int capture_one(struct oag_engine *e, struct cu_slot *s, uint32_t rows, i
 static int capture(struct oag_engine *e, struct cu_slot *s, uint32_t k)
 {
     int rc = capture_one(e, s, e->buckets[k], 0, &s->graph[k]);
-    if (!rc && e->rows_by_ptr)
+    if (!rc && e->rows_by_ptr && !e->dma_rows)
         rc = capture_one(e, s, e->buckets[k], 1, &s->graph_ptr[k]);
     return rc;
 }
@@ -601,11 +606,32 @@ static int device_build(struct oag_engine *e, int reregister)
     for (uint32_t i = 0; i < CU_SLOTS; i++)
         if ((rc = slot_build(e, &e->slot[i], 0)))
             goto fail;
+    /* Batched copies (rows by pointer through the copy engines) need a recent driver: try one,
+     * and move rows with the kernels instead if it is refused. */
+    if (e->rows_by_ptr && e->dma_rows) {
+        struct cu_slot *s0 = &e->slot[0];
+        void *dst = s0->buf[CU_XIN];
+        const void *src = s0->tab;
+        size_t sz = 64, idx0 = 0;
+        struct cudaMemcpyAttributes attr;
+        memset(&attr, 0, sizeof attr);
+        attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+        err = cudaMemcpyBatchAsync(&dst, &src, &sz, 1, &attr, &idx0, 1, s0->st);
+        if (err == cudaSuccess)
+            err = cudaStreamSynchronize(s0->st);
+        if (err != cudaSuccess) {
+            cu_log(e, "batched copies refused (%s): rows by pointer move with kernels",
+                   cudaGetErrorName(err));
+            (void)cudaGetLastError();
+            e->dma_rows = 0;
+        }
+    }
     /* Run every bucket once outside a graph: loads the kernels (lazy module loading) and
      * lets cuBLAS pick its kernels before anything is captured. */
     for (uint32_t k = 0; k < e->nbuckets; k++)
         if ((rc = run_plan(e, &e->slot[0], e->buckets[k])) ||
-            (e->rows_by_ptr && (rc = run_ptr(e, &e->slot[0], e->buckets[k]))))
+            (e->rows_by_ptr && !e->dma_rows &&
+             (rc = run_ptr(e, &e->slot[0], e->buckets[k]))))
             goto fail;
     err = cudaStreamSynchronize(e->slot[0].st);
     if (err != cudaSuccess) {
@@ -877,6 +903,18 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
     e->tf32 = v && *v == '1';
     v = getenv("OAG_CUDA_TIMING");
     e->timing = v && *v == '1';
+    v = getenv("OAG_CUDA_ROWS");           /* dma (default) | kernel */
+    e->dma_rows = !(v && !strcmp(v, "kernel"));
+    e->dma_dst = calloc(p->max_batch, sizeof *e->dma_dst);
+    e->dma_src = calloc(p->max_batch, sizeof *e->dma_src);
+    e->dma_size = calloc(p->max_batch, sizeof *e->dma_size);
+    if (!e->dma_dst || !e->dma_src || !e->dma_size) {
+        free(e->dma_dst);
+        free(e->dma_src);
+        free(e->dma_size);
+        free(e);
+        return -ENOMEM;
+    }
     v = getenv("OAG_CUDA_SPIN_US");
     e->spin_cap_ns = (v ? atol(v) : 1000) * 1000L;
     pthread_mutex_init(&e->mu, NULL);
@@ -980,6 +1018,9 @@ static void cuda_destroy(struct oag_engine *e)
     if (e->efd >= 0)
         close(e->efd);
     cu_plan_fini(&e->plan);
+    free(e->dma_dst);
+    free(e->dma_src);
+    free(e->dma_size);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv_work);
     pthread_cond_destroy(&e->cv_idle);
@@ -1033,6 +1074,37 @@ static void cuda_host_free(struct oag_engine *e, void *p)
     cu_log(e, "host_free: %p was not allocated here", p);
 }
 
+/* Rows by pointer through the copy engines: one batched copy of every good row from its
+ * agent's slot into the input buffer (in), or from the output buffer into its result slot. */
+static cudaError_t dma_rows(struct oag_engine *e, struct cu_slot *s, const struct oag_batch *b,
+                            int in)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < b->n; i++) {
+        if (b->status[i])
+            continue;
+        if (in) {
+            e->dma_dst[n] = (uint8_t *)s->buf[CU_XIN] + (size_t)i * e->in_bytes;
+            e->dma_src[n] = b->in_ptr[i];
+            e->dma_size[n] = e->in_bytes;
+        } else {
+            e->dma_dst[n] = b->out_ptr[i];
+            e->dma_src[n] = (const uint8_t *)s->buf[CU_YOUT] + (size_t)i * e->out_bytes;
+            e->dma_size[n] = e->out_bytes;
+        }
+        n++;
+    }
+    if (!n)
+        return cudaSuccess;
+    struct cudaMemcpyAttributes attr;
+    memset(&attr, 0, sizeof attr);
+    attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+    attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
+    size_t idx0 = 0;
+    return cudaMemcpyBatchAsync((void *const *)e->dma_dst, (const void *const *)e->dma_src,
+                                e->dma_size, n, &attr, &idx0, 1, s->st);
+}
+
 /* Enqueues batch b on slot s. Returns 0 or a negative errno (logged). */
 static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
 {
@@ -1047,7 +1119,15 @@ static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
     }
     if (s->t0)
         CU_TRY(e, cudaEventRecord(s->t0, s->st), "event record");
-    if (b->n && b->in_ptr) {
+    if (b->n && b->in_ptr && e->dma_rows) {
+        CU_TRY(e, dma_rows(e, s, b, 1), "row copies in");
+        if (fault == OAG_CUDA_FAULT_LAUNCH)
+            CU_TRY(e, cu_launch_fault_badconfig(s->st), "injected launch");
+        CU_TRY(e, cudaGraphLaunch(s->graph[bucket_of(e, b->n)], s->st), "graph launch");
+        if (fault == OAG_CUDA_FAULT_TRAP)
+            CU_TRY(e, cu_launch_fault_trap(s->st), "injected trap");
+        CU_TRY(e, dma_rows(e, s, b, 0), "row copies out");
+    } else if (b->n && b->in_ptr) {
         if (fault == OAG_CUDA_FAULT_LAUNCH)
             CU_TRY(e, cu_launch_fault_badconfig(s->st), "injected launch");
         CU_TRY(e, cudaGraphLaunch(s->graph_ptr[bucket_of(e, b->n)], s->st), "graph launch");

@@ -12,6 +12,8 @@
  *   - a row of the wrong size fails alone with -EINVAL and its output slot is left untouched;
  *   - memory beyond each row's output is never written (guard bytes around every slot);
  *   - by-pointer and plain batches in flight together (3) each come back right, in order.
+ * Both ways of moving rows by pointer: the copy engines (batched memcpy, the default) and the
+ * gather/scatter kernels (OAG_CUDA_ROWS=kernel).
  * Exits 77 without a GPU, or when the device cannot use registered host memory by pointer.
  */
 #include <sys/mman.h>
@@ -136,7 +138,8 @@ static void run_model(const struct oag_model *m)
     const uint32_t ns[] = { 64, 1, 7 };
     for (int k = 0; k < 3; k++) {
         char what[64];
-        snprintf(what, sizeof what, "%s by pointer", oag_dtype_name(m->dtype));
+        snprintf(what, sizeof what, "%s by pointer (%s)", oag_dtype_name(m->dtype),
+                 getenv("OAG_CUDA_ROWS"));
         float *x = t_input(ns[k], m->input_dim, -2, 2);
         memset(l.map, GUARD, l.len);
         memset(tb[0].b.out, GUARD, (size_t)mb * tb[0].b.out_stride);
@@ -206,11 +209,15 @@ int main(void)
         { .kind = OAG_L_LINEAR, .out_dim = 72, .bias = 1 },
     };
     static const enum oag_dtype dts[] = { OAG_DT_F16, OAG_DT_F32 };
-    for (int d = 0; d < 2; d++) {
-        struct t_model tm;
-        t_model_make(&tm, "rowptr", dts[d], 128, 3, L, 7 + d, 0);
-        run_model(tm.m);
-        t_model_free(&tm);
+    static const char *const modes[] = { "dma", "kernel" };
+    for (int k = 0; k < 2; k++) {
+        setenv("OAG_CUDA_ROWS", modes[k], 1); /* read by create() */
+        for (int d = 0; d < 2; d++) {
+            struct t_model tm;
+            t_model_make(&tm, "rowptr", dts[d], 128, 3, L, 7 + d, 0);
+            run_model(tm.m);
+            t_model_free(&tm);
+        }
     }
     t_tmp_fini();
     if (t_failures) {
