@@ -74,6 +74,7 @@
 #define CU_SLEEP_MIN_NS 200000L   /* shorter predicted batches are not slept through */
 #define CU_SPIN_LEAD_NS 100000L   /* wake this long before the predicted end */
 #define CU_SPIN_MIN_NS 20000L
+#define CU_RUN_BYTES ((size_t)64 << 10)
 #define CU_RETRY_NS 100000000L    /* after a reset, retry bringing the device back this often */
 #define CU_LOST_NS 10000000000L   /* until this long has passed: then -ENODEV, retries each 1 s */
 #define CU_LOST_RETRY_NS 1000000000L
@@ -116,6 +117,11 @@ struct cu_slot {
     int rc;         /* failed while enqueueing (the event is not waited for), or 0 */
     uint32_t bucket;
     long t_submit;  /* CLOCK_MONOTONIC ns at submit */
+    /* Rows by pointer: runs of rows at a constant stride (consecutive slots of one lane) big
+     * enough for the copy engines, moved by cudaMemcpy2DAsync around the graph; the kernels
+     * move the rest. Submitting thread only. */
+    struct cu_run { uint32_t row, n; const uint8_t *host; size_t pitch; } *run_in, *run_out;
+    uint32_t nrun_in, nrun_out;
 };
 
 struct oag_engine {
@@ -140,6 +146,7 @@ struct oag_engine {
     int timing;                    /* OAG_CUDA_TIMING=1: time batches with events */
     int dma_rows;                  /* rows by pointer moved by the copy engines (batched
                                       memcpy), not by the gather/scatter kernels */
+    size_t run_bytes;              /* runs of rows at least this big go by the copy engines */
     void **dma_dst;                /* submitting thread: the batched copies' operands */
     const void **dma_src;
     size_t *dma_size;
@@ -472,9 +479,12 @@ static void slot_teardown(struct oag_engine *e, struct cu_slot *s, int live)
     int rc = s->rc;
     struct cu_rowtab *tab = s->tab;
     size_t tab_len = s->tab_len;
+    struct cu_run *run_in = s->run_in, *run_out = s->run_out;
     memset(s, 0, sizeof *s);
     s->b = b;
     s->rc = rc;
+    s->run_in = run_in;
+    s->run_out = run_out;
     s->tab = tab; /* the mapping is the engine's for its life; only its registration goes */
     s->tab_len = tab_len;
     (void)e;
@@ -903,8 +913,10 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
     e->tf32 = v && *v == '1';
     v = getenv("OAG_CUDA_TIMING");
     e->timing = v && *v == '1';
-    v = getenv("OAG_CUDA_ROWS");           /* dma (default) | kernel */
-    e->dma_rows = !(v && !strcmp(v, "kernel"));
+    v = getenv("OAG_CUDA_ROWS");           /* kernel (default) | dma */
+    e->dma_rows = v && !strcmp(v, "dma");
+    v = getenv("OAG_CUDA_RUN_BYTES");
+    e->run_bytes = v ? (size_t)atol(v) : CU_RUN_BYTES;
     e->dma_dst = calloc(p->max_batch, sizeof *e->dma_dst);
     e->dma_src = calloc(p->max_batch, sizeof *e->dma_src);
     e->dma_size = calloc(p->max_batch, sizeof *e->dma_size);
@@ -973,6 +985,12 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
             goto fail;
         }
         sl->tab = t;
+        sl->run_in = calloc(mb, sizeof *sl->run_in);
+        sl->run_out = calloc(mb, sizeof *sl->run_out);
+        if (!sl->run_in || !sl->run_out) {
+            rc = -ENOMEM;
+            goto fail;
+        }
     }
     if ((rc = device_build(e, 0)))
         goto fail;
@@ -1012,9 +1030,12 @@ static void cuda_destroy(struct oag_engine *e)
         e->hostbufs = h->next;
         free(h);
     }
-    for (uint32_t i = 0; i < CU_SLOTS; i++)
+    for (uint32_t i = 0; i < CU_SLOTS; i++) {
         if (e->slot[i].tab)
             munmap(e->slot[i].tab, e->slot[i].tab_len);
+        free(e->slot[i].run_in);
+        free(e->slot[i].run_out);
+    }
     if (e->efd >= 0)
         close(e->efd);
     cu_plan_fini(&e->plan);
@@ -1074,6 +1095,35 @@ static void cuda_host_free(struct oag_engine *e, void *p)
     cu_log(e, "host_free: %p was not allocated here", p);
 }
 
+/* Finds runs of rows whose pointers advance by one constant stride (>= row bytes) and span at
+ * least min_bytes of rows; takes them out of the kernels' table (NULL: the kernels skip the
+ * row) into runs[]. Returns the number of runs. */
+static uint32_t find_runs(const void **tab, uint32_t n, uint32_t row, size_t min_bytes,
+                          struct cu_run *runs)
+{
+    uint32_t nr = 0, min_rows = (uint32_t)((min_bytes + row - 1) / row);
+    if (min_rows < 2)
+        min_rows = 2;
+    for (uint32_t i = 0; i < n;) {
+        const uint8_t *p = tab[i];
+        if (!p || i + 1 >= n || !tab[i + 1] || (const uint8_t *)tab[i + 1] < p + row) {
+            i++;
+            continue;
+        }
+        size_t pitch = (size_t)((const uint8_t *)tab[i + 1] - p);
+        uint32_t j = i + 1;
+        while (j < n && tab[j] && (const uint8_t *)tab[j] == p + (size_t)(j - i) * pitch)
+            j++;
+        if (j - i >= min_rows) {
+            runs[nr++] = (struct cu_run){ .row = i, .n = j - i, .host = p, .pitch = pitch };
+            for (uint32_t k = i; k < j; k++)
+                tab[k] = NULL;
+        }
+        i = j;
+    }
+    return nr;
+}
+
 /* Rows by pointer through the copy engines: one batched copy of every good row from its
  * agent's slot into the input buffer (in), or from the output buffer into its result slot. */
 static cudaError_t dma_rows(struct oag_engine *e, struct cu_slot *s, const struct oag_batch *b,
@@ -1128,11 +1178,25 @@ static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
             CU_TRY(e, cu_launch_fault_trap(s->st), "injected trap");
         CU_TRY(e, dma_rows(e, s, b, 0), "row copies out");
     } else if (b->n && b->in_ptr) {
+        for (uint32_t k = 0; k < s->nrun_in; k++) {
+            const struct cu_run *r = &s->run_in[k];
+            CU_TRY(e, cudaMemcpy2DAsync((uint8_t *)s->buf[CU_XIN] + (size_t)r->row * e->in_bytes,
+                                        e->in_bytes, r->host, r->pitch, e->in_bytes, r->n,
+                                        cudaMemcpyHostToDevice, s->st), "row run in");
+        }
         if (fault == OAG_CUDA_FAULT_LAUNCH)
             CU_TRY(e, cu_launch_fault_badconfig(s->st), "injected launch");
         CU_TRY(e, cudaGraphLaunch(s->graph_ptr[bucket_of(e, b->n)], s->st), "graph launch");
         if (fault == OAG_CUDA_FAULT_TRAP)
             CU_TRY(e, cu_launch_fault_trap(s->st), "injected trap");
+        for (uint32_t k = 0; k < s->nrun_out; k++) {
+            const struct cu_run *r = &s->run_out[k];
+            CU_TRY(e, cudaMemcpy2DAsync((void *)r->host, r->pitch,
+                                        (const uint8_t *)s->buf[CU_YOUT] +
+                                            (size_t)r->row * e->out_bytes,
+                                        e->out_bytes, e->out_bytes, r->n,
+                                        cudaMemcpyDeviceToHost, s->st), "row run out");
+        }
     } else if (b->n) {
         if (b->in_stride == e->in_bytes)
             CU_TRY(e, cudaMemcpyAsync(s->buf[CU_XIN], b->in, (size_t)b->n * e->in_bytes,
@@ -1221,6 +1285,8 @@ static int cuda_submit(struct oag_engine *e, struct oag_batch *b)
             tout[i] = ok ? b->out_ptr[i] : NULL;
         }
         s->tab->n = b->n;
+        s->nrun_in = find_runs(tin, b->n, e->in_bytes, e->run_bytes, s->run_in);
+        s->nrun_out = find_runs(tout, b->n, e->out_bytes, e->run_bytes, s->run_out);
     }
     b->whole_rc = 0;
     s->b = b;

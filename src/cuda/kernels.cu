@@ -275,11 +275,8 @@ __global__ void gather_kernel(uint8_t *dst, const cu_rowtab *tab, uint32_t row_b
         return;
     const uint8_t *src = (const uint8_t *)tab->ptr[r];
     uint8_t *d = dst + (size_t)r * row_bytes;
-    if (!src) {
-        for (uint32_t i = threadIdx.x * 4; i < row_bytes; i += blockDim.x * 4)
-            *(float *)(d + i) = 0.f;
+    if (!src)
         return;
-    }
     if ((((uintptr_t)src | (uintptr_t)d | row_bytes) & 15) == 0) {
         for (uint32_t i = threadIdx.x * 16; i < row_bytes; i += blockDim.x * 16)
             *(uint4 *)(d + i) = *(const uint4 *)(src + i);

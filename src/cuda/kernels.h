@@ -46,7 +46,8 @@ struct cu_rowtab {
     uint32_t pad;
     const void *ptr[];             /* in[cap], then out[cap] */
 };
-/* dst row r (row_bytes, at dst + r * row_bytes) = *in[r] for r < n; a NULL row becomes zeros. */
+/* dst row r (row_bytes, at dst + r * row_bytes) = *in[r] for r < n; NULL rows are skipped (a
+ * failed row, or one the copy engines bring). */
 cudaError_t cu_launch_gather(cudaStream_t st, void *dst, const struct cu_rowtab *tab,
                              uint32_t rows, uint32_t row_bytes);
 /* *out[r] = src row r for r < n; NULL rows are skipped. */
