@@ -381,11 +381,9 @@ int batcher_collect(struct sup *s)
     int total = 0;
     if (s->nactive == 0 || !s->ready)
         return 0;
-    /* A fair share of a batch per lane per sweep, and at least 32: consecutive tasks of a lane
-     * sit in consecutive slots, and an engine moves such runs in one copy. */
     uint32_t quantum = s->cfg.max_batch / s->nactive;
-    if (quantum < 32)
-        quantum = 32;
+    if (quantum < 8)
+        quantum = 8;
     uint64_t now = now_ns();
     /* Sweep until the queues are full or a whole sweep found nothing. */
     uint32_t idle = 0;
