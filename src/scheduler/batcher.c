@@ -326,6 +326,9 @@ static uint32_t intake_lane(struct sup *s, struct lane *l, uint32_t want, uint64
         n = room;
     if (n > bt->pool_cap - bt->pool_used)
         n = bt->pool_cap - bt->pool_used;
+    /* The headers were written on the agent's core: start every miss at once. */
+    for (uint32_t k = 0; k < n; k++)
+        __builtin_prefetch(ring_slot(&l->sub, l->intake + k), 0);
     for (uint32_t k = 0; k < n; k++) {
         uint32_t idx = l->intake;
         struct oag_slot_hdr h;
@@ -676,6 +679,14 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
         bs->inst->consec_errors = 0;
     }
     bt->compute_ns += done_ns - bs->start_ns;
+    /* Result headers go into completion slots the agents' cores hold: start those misses
+     * (for writing) before the loop below needs them. */
+    for (uint32_t i = 0; i < n; i++) {
+        const struct task *t = &bs->tasks[i];
+        const struct lane *l = &s->lanes[t->lane];
+        if (t->mem && l->in_use && l->generation == t->gen)
+            __builtin_prefetch(ring_slot(&l->cmp, t->cidx), 1);
+    }
     uint32_t nrel = 0;
     for (uint32_t i = 0; i < n; i++) {
         struct task *t = &bs->tasks[i];
