@@ -150,6 +150,22 @@ static inline void rel_sup_cleanup(struct rel_sup *s)
     h_rmtree(s->dir);
 }
 
+/* A top-level number from `oag-ctl status --json` (-1 on failure). */
+static inline long long rel_status_num(const char *sock, const char *key)
+{
+    struct h_sup tmp;
+    memset(&tmp, 0, sizeof tmp);
+    snprintf(tmp.sock, sizeof tmp.sock, "%s", sock);
+    static char out[1 << 16];
+    if (h_ctl(&tmp, out, sizeof out, "status", "--json", (char *)NULL) != 0)
+        return -1;
+    cJSON *j = cJSON_Parse(out);
+    const cJSON *v = j ? cJSON_GetObjectItemCaseSensitive(j, key) : NULL;
+    long long r = cJSON_IsNumber(v) ? (long long)v->valuedouble : -1;
+    cJSON_Delete(j);
+    return r;
+}
+
 /* ---- process figures ------------------------------------------------------------------- */
 
 /* Resident set size of pid in KiB, -1 if unknown. */
