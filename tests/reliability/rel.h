@@ -106,6 +106,13 @@ static inline int rel_sup_start(struct rel_sup *s, const char *const *args)
     return -1;
 }
 
+/* 1 if pid (our child) is still running. */
+static inline int h_sup_alive_pid(pid_t pid)
+{
+    int st;
+    return pid > 0 && waitpid(pid, &st, WNOHANG) == 0;
+}
+
 /* SIGTERM and wait (10 s, then SIGKILL). Returns the wait status. */
 static inline int rel_sup_stop(struct rel_sup *s)
 {
