@@ -165,18 +165,28 @@ static int build(struct sup *s, const struct oag_engine_ops *ops, const char *mo
     return rc;
 }
 
-/* Adds built instances to the rotation with their batch slots. */
+/* Adds built instances to the rotation with their batch slots: all of them, or none. Returns 0,
+ * or -ENOMEM after destroying ld's instances and model, the rotation being as it was. */
 static int adopt(struct sup *s, struct loaded *ld)
 {
+    uint32_t nslots0 = s->nslots;
+    for (uint32_t i = 0; i < ld->n; i++)
+        for (uint32_t k = 0; k < ld->inst[i]->max_inflight; k++) {
+            struct bslot *bs = bslot_new(s, ld->inst[i]);
+            if (!bs) {
+                while (s->nslots > nslots0)
+                    bslot_free(s, s->slots[--s->nslots]);
+                for (uint32_t j = 0; j < ld->n; j++)
+                    inst_destroy(ld->inst[j]);
+                oag_model_free(ld->model);
+                memset(ld, 0, sizeof *ld);
+                return -ENOMEM;
+            }
+            s->slots[s->nslots++] = bs;
+        }
     for (uint32_t i = 0; i < ld->n; i++) {
         struct inst *in = ld->inst[i];
         in->model_version = s->model_version;
-        for (uint32_t k = 0; k < in->max_inflight; k++) {
-            struct bslot *bs = bslot_new(s, in);
-            if (!bs)
-                return -ENOMEM;
-            s->slots[s->nslots++] = bs;
-        }
         in->created_ns = now_ns();
         s->inst[s->ninst++] = in;
         int fd = inst_event_fd(in);
@@ -221,8 +231,10 @@ int engines_start(struct sup *s)
     }
     s->model_version = 1;
     rc = adopt(s, &ld);
-    if (rc)
+    if (rc) {
+        log_err("cannot start engine %s: %s", s->engine_ops->name, strerror(-rc));
         return rc;
+    }
     log_info("engine %s: %u instance(s)%s%s, warmed up", s->engine_ops->name, ld.n,
              ld.model ? ", model " : "", ld.model ? ld.model->path : "");
     s->ready = 1;
@@ -432,13 +444,18 @@ void engines_reload_event(struct sup *s)
     char reply[600];
     int status = rl.rc;
     if (rl.rc == 0) {
-        for (uint32_t i = 0; i < s->ninst; i++)
-            s->inst[i]->retired = 1;
+        /* The previous instances retire only once the new ones are in: a reload that fails
+         * here leaves the previous model serving. */
+        uint32_t old = s->ninst;
         s->model_version++;
         if (adopt(s, &rl.ld) != 0) {
+            s->model_version--;
             status = -ENOMEM;
-            snprintf(reply, sizeof reply, "reload: out of memory adopting the new model");
+            snprintf(reply, sizeof reply, "reload: out of memory adopting the new model; the "
+                                          "previous model keeps serving");
         } else {
+            for (uint32_t i = 0; i < old; i++)
+                s->inst[i]->retired = 1;
             snprintf(reply, sizeof reply, "model %s (version %u) from %s now serving",
                      s->model_name, s->model_version, rl.dir);
         }
