@@ -92,7 +92,7 @@ struct ovf {                   /* a task waiting for lane room */
 struct gateway {
     struct gateway_cfg cfg;
     uint64_t session;          /* random per start (WELCOME): sequence numbers begin again */
-    void *zctx, *router, *zap;
+    void *zctx, *router, *zap, *mon;
     int stop_efd, tfd;
     pthread_t thr, reg;
     int thr_started, reg_started;
@@ -116,6 +116,7 @@ struct gateway {
     uint8_t (*keys)[32];
     int nkeys;
     uint64_t refused_frames, dup_tasks, dropped_tasks;
+    uint64_t hs_warn_ns, hs_quiet;  /* handshake refusals: rate-limited log */
     char addr[256];            /* as registered */
 };
 
@@ -271,6 +272,56 @@ static void zap_answer(struct gateway *g)
 out:
     for (int k = 0; k < n; k++)
         zmq_msg_close(&part[k]);
+}
+
+/* Logs the connections ZeroMQ refused before any frame: a failed CURVE handshake (unknown or
+ * wrong keys, or no CURVE at all), a peer cut for a message over ZMQ_MAXMSGSIZE. */
+static void on_monitor(struct gateway *g)
+{
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, g->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            return;
+        }
+        uint16_t ev = 0;
+        uint32_t val = 0;
+        if (zmq_msg_size(&m) >= 6) {
+            memcpy(&ev, zmq_msg_data(&m), 2);
+            memcpy(&val, (uint8_t *)zmq_msg_data(&m) + 2, 4);
+        }
+        int more = zmq_msg_more(&m);
+        zmq_msg_close(&m);
+        char peer[128] = "";
+        if (more) {
+            zmq_msg_init(&m);
+            int n = zmq_msg_recv(&m, g->mon, ZMQ_DONTWAIT);
+            if (n > 0)
+                snprintf(peer, sizeof peer, "%.*s", n < 120 ? n : 120,
+                         (const char *)zmq_msg_data(&m));
+            zmq_msg_close(&m);
+        }
+        if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+            ev == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+            /* A refused peer retries every ~100 ms: one line per second at most. */
+            uint64_t now = now_ns();
+            if (now - g->hs_warn_ns >= 1000000000ull) {
+                log_warn("gateway: refused a connection: handshake failed (%s; a client without "
+                         "the right CURVE keys, or not speaking ZMTP)%s",
+                         g->zap ? "CURVE required" : "protocol error",
+                         g->hs_quiet ? " (more refused meanwhile)" : "");
+                g->hs_warn_ns = now;
+                g->hs_quiet = 0;
+            } else {
+                g->hs_quiet++;
+            }
+        }
+        else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+            log_debug("gateway: authentication failed (status %u)", val);
+        else if (ev == ZMQ_EVENT_DISCONNECTED)
+            log_debug("gateway: a client disconnected");
+    }
 }
 
 /* ---- clients and frames ------------------------------------------------------------------------ */
@@ -721,7 +772,7 @@ static void *gw_main(void *arg)
     if (connect_lanes(g))
         return NULL;
     log_info("gateway: serving remote agents on %s (%u lanes)", g->cfg.listen, g->nlanes);
-    zmq_pollitem_t items[3 + GW_MAX_LANES];
+    zmq_pollitem_t items[5 + GW_MAX_LANES];
     uint64_t last_sweep = now_ns(), next = UINT64_MAX;
     while (!atomic_load(&g->stop)) {
         int n = 0;
@@ -730,6 +781,7 @@ static void *gw_main(void *arg)
         items[n++] = (zmq_pollitem_t){ .fd = g->tfd, .events = ZMQ_POLLIN };
         for (uint32_t l = 0; l < g->nlanes; l++)
             items[n++] = (zmq_pollitem_t){ .fd = g->lane_fd[l], .events = ZMQ_POLLIN };
+        items[n++] = (zmq_pollitem_t){ .socket = g->mon, .events = ZMQ_POLLIN };
         zmq_pollitem_t zi = { .socket = g->zap, .events = ZMQ_POLLIN };
         if (g->zap)
             items[n++] = zi;
@@ -748,6 +800,8 @@ static void *gw_main(void *arg)
         }
         if (g->zap && (items[n - 1].revents & ZMQ_POLLIN))
             zap_answer(g);
+        if (items[n - 1 - (g->zap != NULL)].revents & ZMQ_POLLIN)
+            on_monitor(g);
         recv_router(g);
         drain_lanes(g);
         /* Results frames: full ones left already; the others leave after the delay. */
@@ -932,6 +986,14 @@ int gateway_start(struct gateway **out, const struct gateway_cfg *cfg)
         zmq_setsockopt(g->router, ZMQ_CURVE_SECRETKEY, sec, 40);
         zmq_setsockopt(g->router, ZMQ_ZAP_DOMAIN, "oag", 3);
     }
+    if (zmq_socket_monitor(g->router, "inproc://oag-gateway-mon",
+                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_DISCONNECTED) != 0)
+        goto fail;
+    g->mon = zmq_socket(g->zctx, ZMQ_PAIR);
+    if (!g->mon || zmq_connect(g->mon, "inproc://oag-gateway-mon") != 0)
+        goto fail;
     if (zmq_bind(g->router, cfg->listen) != 0) {
         rc = zmq_errno() == EADDRINUSE ? -EADDRINUSE : -EINVAL;
         log_err("--listen %s: %s", cfg->listen, zmq_strerror(zmq_errno()));
@@ -985,6 +1047,8 @@ void gateway_stop(struct gateway *g)
             free(g->ovf[(g->ovf_head + k) % GW_OVERFLOW].data);
     if (g->zap)
         zmq_close(g->zap);
+    if (g->mon)
+        zmq_close(g->mon);
     if (g->router)
         zmq_close(g->router);
     if (g->zctx)
