@@ -789,12 +789,17 @@ static int parse_endpoint(struct oag_remote *r, const char *ep, char *err, size_
         }
     }
     if (!strncmp(tmp, "tcp://", 6)) {
-        if (!strchr(tmp + 6, ':')) {
-            snprintf(err, errcap, "%s: expected tcp://HOST:PORT", tmp);
-            return -EINVAL;
+        /* tcp://HOST:PORT, or several separated by commas (spread by the policy) */
+        char *save = NULL;
+        for (char *a = strtok_r(tmp, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
+            if (strncmp(a, "tcp://", 6) || !strchr(a + 6, ':') || strlen(a) >= 256 ||
+                r->npend >= MAX_SUPS) {
+                snprintf(err, errcap, "%.200s: expected tcp://HOST:PORT[,tcp://HOST:PORT...] "
+                                      "(at most %d)", a, MAX_SUPS);
+                return -EINVAL;
+            }
+            snprintf(r->pend[r->npend++], 256, "%s", a);
         }
-        snprintf(r->pend[0], 256, "%s", tmp);
-        r->npend = 1;
         r->pend_valid = 1;
         return 0;
     }

@@ -1,6 +1,7 @@
 /*
  * remote.h - liboag's remote backend: the same calls as shared memory, carried over ZeroMQ to
- * one supervisor (tcp://HOST:PORT) or to the supervisors registered under an etcd prefix
+ * one supervisor (tcp://HOST:PORT), a fixed list (tcp://A:P,tcp://B:Q), or to the supervisors
+ * registered under an etcd prefix
  * (etcd://HOST:PORT/PREFIX[?policy=rr|least|latency]). client.c dispatches here when the
  * endpoint names one of these schemes; each function has the contract of its oag_* twin in
  * include/oag/oag.h.
