@@ -49,6 +49,11 @@ int gateway_start(struct gateway **out, const struct gateway_cfg *cfg);
  * revokes the etcd lease, frees everything. gateway_stop(NULL) is a no-op. */
 void gateway_stop(struct gateway *g);
 
+/* The "remote" engine (fwd_engine.c) forwards batches to this liboag endpoint (tcp://... or
+ * etcd://HOST:PORT/PREFIX). Call once, before the engines are created; the string must outlive
+ * them. */
+void gateway_set_forward(const char *endpoint);
+
 /* Checks that ADDR of tcp://ADDR:PORT is a loopback address. Returns 1 or 0. */
 int gateway_is_loopback(const char *listen);
 

@@ -429,6 +429,16 @@ static int set_tcp(struct parse *p, const struct opt *o, const char *v)
     return 0;
 }
 
+static int set_forward(struct parse *p, const struct opt *o, const char *v)
+{
+    if (strncmp(v, "tcp://", 6) && strncmp(v, "etcd://", 7)) {
+        opt_err(p, o->name, "expected tcp://HOST:PORT or etcd://HOST:PORT/PREFIX, got '%s'", v);
+        return -EINVAL;
+    }
+    *FIELD(p, o, const char *) = v;
+    return 0;
+}
+
 /* ---- the table ---------------------------------------------------------------------------- */
 
 enum {
@@ -437,7 +447,7 @@ enum {
     O_LOG_DIR, O_LOG_MAX, O_LOG_KEEP, O_EXIT_FLEET, O_GPUS, O_THREADS, O_PREFERRED, O_MAX_QUEUE,
     O_IN_ORDER, O_COPY_THREADS, O_METRICS,
     O_LISTEN, O_ADVERTISE, O_CURVE_SECRET, O_CURVE_ALLOWED, O_ETCD, O_ETCD_PREFIX, O_ETCD_TTL,
-    O_NET_LANES, O_NET_BATCH_MAX, O_NET_BATCH_DELAY, O_NET_WINDOW, O_NET_FRAME_MAX, O_NET_HWM,
+    O_FORWARD, O_NET_LANES, O_NET_BATCH_MAX, O_NET_BATCH_DELAY, O_NET_WINDOW, O_NET_FRAME_MAX, O_NET_HWM,
 };
 
 #define OFF(field) offsetof(struct sup_config, field)
@@ -529,6 +539,9 @@ static const struct opt opts[] = {
       "key prefix in etcd (default /oag)" },
     { "etcd-ttl", O_ETCD_TTL, "S", set_u32, 1, 3600, OFF(etcd_ttl_s), 0,
       "etcd lease TTL: the key vanishes this long after a crash\n(default 2)" },
+    { "forward", O_FORWARD, "URL", set_forward, 0, 0, OFF(forward), 0,
+      "with --backend remote: run batches on the supervisors at URL\n"
+      "(tcp://H:P[,tcp://H:P...] or etcd://H:P/PREFIX[?policy=...])" },
     { "net-lanes", O_NET_LANES, "N", set_u32, 1, 16, OFF(net_lanes), 0,
       "lanes the gateway opens to this supervisor (default 2)" },
     { "net-batch-max", O_NET_BATCH_MAX, "N", set_u32, 1, 65536, OFF(net_batch_max), 0,
@@ -826,11 +839,16 @@ static int check_all(struct parse *p)
                 c->max_lanes);
         return -EINVAL;
     }
+    if (!strcmp(c->backend, "remote") != !!c->forward) {
+        fprintf(stderr, "oag-supervisor: --backend remote and --forward URL go together\n");
+        return -EINVAL;
+    }
     if (c->model && !strcmp(c->backend, "identity")) {
         fprintf(stderr, "oag-supervisor: --model needs a model engine (cpu, cuda or auto), not identity\n");
         return -EINVAL;
     }
-    if (!c->model && strcmp(c->backend, "identity") && strcmp(c->backend, "auto")) {
+    if (!c->model && strcmp(c->backend, "identity") && strcmp(c->backend, "auto") &&
+        strcmp(c->backend, "remote")) {
         fprintf(stderr, "oag-supervisor: --backend %s needs --model DIR\n", c->backend);
         return -EINVAL;
     }

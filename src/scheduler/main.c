@@ -138,6 +138,7 @@ int main(int argc, char **argv)
     /* The engine is loaded and warmed up before the loop serves anyone (agents that connect
      * meanwhile wait in the socket's backlog): a supervisor that cannot serve its model
      * refuses to start instead of serving half a model. */
+    gateway_set_forward(c->forward); /* --backend remote: batches go there (src/net) */
     err = engines_start(&s);
     if (err)
         goto out_instance;

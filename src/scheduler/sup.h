@@ -68,6 +68,7 @@ struct sup_config {
     const char *advertise;     /* --advertise tcp://HOST:PORT (registered in etcd) */
     const char *curve_secret, *curve_allowed;
     const char *etcd, *etcd_prefix;
+    const char *forward;       /* --forward URL: where the "remote" engine sends batches */
     uint32_t etcd_ttl_s;
     uint32_t net_lanes, net_batch_max, net_batch_delay_us, net_window, net_frame_max, net_hwm;
 };
