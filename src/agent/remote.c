@@ -48,6 +48,7 @@ enum { POL_RR, POL_LEAST, POL_LATENCY };
 struct rslot {
     uint64_t id;
     uint64_t sent_ns;
+    uint64_t deadline_ns;     /* submit + timeout_us; 0: none */
     uint8_t *data;
     uint32_t len, timeout_us;
     int32_t status;
@@ -93,6 +94,7 @@ struct oag_remote {
     uint32_t cqh, cqn;
     uint32_t *held, nheld;
     uint64_t counter, client_id, done_total;
+    uint32_t ntimed;          /* outstanding tasks with a deadline */
     struct rsup sups[MAX_SUPS];
     int nsups;
     int policy;
@@ -432,6 +434,10 @@ static void on_results(struct oag_remote *r, int i, const uint8_t *p, size_t len
         t->len = rec.len;
         t->status = rec.status;
         t->state = S_DONE;
+        if (t->deadline_ns) {
+            t->deadline_ns = 0;
+            r->ntimed--;
+        }
         t->queued = 0;
         if (t->sup >= 0 && r->sups[t->sup].outstanding > 0)
             r->sups[t->sup].outstanding--;
@@ -589,6 +595,42 @@ static void reconcile(struct oag_remote *r)
     }
 }
 
+/* Ends the tasks whose deadline passed with -ETIMEDOUT, wherever they are (queued, sent, or
+ * waiting for a supervisor): the contract of oag_submit_opts.timeout_us holds even when no
+ * supervisor answers. A result that comes later is ignored. Returns the next deadline. */
+static uint64_t expire(struct oag_remote *r)
+{
+    uint64_t now = now_ns(), next = UINT64_MAX;
+    int added = 0;
+    for (uint32_t k = 0; k < r->window && r->ntimed; k++) {
+        struct rslot *t = &r->slots[k];
+        if (t->state != S_OUT || !t->deadline_ns)
+            continue;
+        if (now < t->deadline_ns) {
+            if (t->deadline_ns < next)
+                next = t->deadline_ns;
+            continue;
+        }
+        t->deadline_ns = 0;
+        r->ntimed--;
+        t->status = -ETIMEDOUT;
+        t->len = 0;
+        t->state = S_DONE;
+        t->queued = 0;
+        if (t->sup >= 0 && r->sups[t->sup].outstanding > 0)
+            r->sups[t->sup].outstanding--;
+        r->cq[(r->cqh + r->cqn) % r->window] = (struct qent){ k, t->id };
+        r->cqn++;
+        added++;
+    }
+    if (added) {
+        if (r->evmode)
+            efd_write(r->user_efd);
+        pthread_cond_broadcast(&r->cv);
+    }
+    return next;
+}
+
 static void *io_main(void *arg)
 {
     struct oag_remote *r = arg;
@@ -640,6 +682,11 @@ static void *io_main(void *arg)
         if (r->need_assign)
             assign_pass(r);
         next = flush_due(r);
+        if (r->ntimed) {
+            uint64_t d = expire(r);
+            if (d < next)
+                next = d;
+        }
         pthread_mutex_unlock(&r->mu);
     }
     return NULL;
@@ -986,6 +1033,12 @@ static int submit_locked(struct oag_remote *r, const void *in, size_t len,
     t->status = 0;
     t->state = S_OUT;
     t->sent_ns = 0;
+    t->deadline_ns = 0;
+    if (t->timeout_us) {
+        t->deadline_ns = now_ns() + (uint64_t)t->timeout_us * 1000ull;
+        if (r->ntimed++ == 0)
+            efd_write(r->wake_efd); /* the I/O thread arms its timer for it */
+    }
     t->sup = -1;
     t->queued = 0;
     if (in != t->data && len)

@@ -11,6 +11,7 @@
  *     reconnects and resubmits, every task ends exactly once with its correct result;
  *  4. --listen on a non-loopback address without CURVE keys is refused at start.
  */
+#include <poll.h>
 #include <zmq.h>
 
 #include "nethelp.h"
@@ -194,6 +195,44 @@ static void restart(struct h_sup *a, const char *ep, const char *const *extra)
     CHECK(l.bad == 0 && l.dup == 0 && l.errs == 0, "bad %u dup %u errors %u", l.bad, l.dup,
           l.errs);
     CHECK(oag_outstanding(c) == 0, "%u outstanding at the end", oag_outstanding(c));
+
+    /* oag_event_fd over tcp://: readable while results wait, not after they are all taken. */
+    int fd = oag_event_fd(c);
+    CHECK(fd >= 0, "oag_event_fd: %d", fd);
+    uint8_t in[64];
+    memset(in, 7, sizeof in);
+    for (int i = 0; i < 100; i++)
+        oag_submit(c, in, sizeof in, NULL);
+    int got = 0;
+    uint64_t t_end = h_now_ms() + 5000;
+    while (got < 100 && h_now_ms() < t_end) {
+        struct pollfd pf = { .fd = fd, .events = POLLIN };
+        if (poll(&pf, 1, 2000) != 1)
+            break;
+        oag_completion d[16];
+        int n;
+        while ((n = oag_poll(c, d, 16, 0)) > 0) {
+            got += n;
+            if (n < 16)
+                break;
+        }
+    }
+    struct pollfd pf = { .fd = fd, .events = POLLIN };
+    CHECK(got == 100, "event fd loop took %d of 100 results", got);
+    CHECK(poll(&pf, 1, 50) == 0, "event fd readable with nothing to poll");
+
+    /* A deadline holds with no supervisor at all: -ETIMEDOUT from the client itself. */
+    kill(b.pid, SIGKILL);
+    h_sup_wait(&b, 3000);
+    oag_submit_opts so = { .timeout_us = 300000 };
+    uint64_t tk = 0, t0 = h_now_ms();
+    CHECK(oag_submit_ex(c, in, sizeof in, &so, &tk) == 0, "submit with no supervisor");
+    oag_completion d1[4];
+    int n1 = oag_poll(c, d1, 4, 3000);
+    uint64_t el = h_now_ms() - t0;
+    CHECK(n1 == 1 && d1[0].ticket == tk && d1[0].status == -ETIMEDOUT && el >= 250 && el < 1500,
+          "deadline with the supervisor gone: n %d status %d after %llu ms", n1,
+          n1 > 0 ? d1[0].status : 0, (unsigned long long)el);
     oag_close(c);
     n_load_fini(&l);
     h_cleanup(&b);
