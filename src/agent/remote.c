@@ -95,6 +95,7 @@ struct oag_remote {
     uint32_t *held, nheld;
     uint64_t counter, client_id, done_total;
     uint32_t ntimed;          /* outstanding tasks with a deadline */
+    unsigned mon_seq;         /* monitor endpoint names */
     struct rsup sups[MAX_SUPS];
     int nsups;
     int policy;
@@ -180,7 +181,8 @@ static int sup_open(struct oag_remote *r, int i)
         zmq_setsockopt(s->sock, ZMQ_CURVE_SECRETKEY, r->sec_key, 40);
     }
     char mon[96];
-    snprintf(mon, sizeof mon, "inproc://oag-mon-%p-%d", (void *)r, i);
+    /* A fresh name each time: a closed socket's monitor endpoint goes away asynchronously. */
+    snprintf(mon, sizeof mon, "inproc://oag-mon-%p-%d-%u", (void *)r, i, ++r->mon_seq);
     if (zmq_socket_monitor(s->sock, mon, ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
                                              ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
                                              ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0)

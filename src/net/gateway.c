@@ -194,7 +194,9 @@ static int load_allowed(struct gateway *g, const char *path)
     while (fgets(line, sizeof line, f)) {
         lineno++;
         char *s = line + strspn(line, " \t");
-        size_t n = strcspn(s, " \t\r\n#");
+        if (*s == '#')
+            continue; /* a comment: only at the start ('#' is a Z85 character) */
+        size_t n = strcspn(s, " \t\r\n");
         if (n == 0)
             continue;
         char z[41];
