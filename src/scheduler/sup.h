@@ -66,6 +66,14 @@ struct sup_config {
     uint32_t log_keep;         /* --log-dir: rotated files kept (agent-ID.log.1 .. .K) */
     struct config_mem *mem;    /* config.c: what the file's values are kept in */
     const char *metrics;       /* --metrics ADDR:PORT (HTTP /metrics /healthz /readyz), or NULL */
+    /* remote agents (src/net/gateway.h) */
+    const char *listen;        /* --listen tcp://ADDR:PORT, or NULL */
+    const char *advertise;     /* --advertise tcp://HOST:PORT (registered in etcd) */
+    const char *curve_secret, *curve_allowed;
+    const char *etcd, *etcd_prefix;
+    const char *forward;       /* --forward URL: where the "remote" engine sends batches */
+    uint32_t etcd_ttl_s;
+    uint32_t net_lanes, net_batch_max, net_batch_delay_us, net_window, net_frame_max, net_hwm;
 };
 
 enum agent_state { AG_STARTING, AG_RUNNING, AG_BACKOFF, AG_EXITED, AG_FAILED, AG_STOPPING };
