@@ -76,6 +76,7 @@
 /* model mode */
 #define MM_MAX_MODELS 8
 #define MM_MAX_BATCHES 24
+#define MM_MAX_WIN 12          /* measurement windows per run (table 7) */
 #define MM_CHECK_ROWS 16        /* distinct input rows; results are checked against the engine's */
 
 struct opts {
@@ -122,6 +123,25 @@ struct opts {
     unsigned sup_ready_s;
     int skip_offline, skip_e2e, skip_mlat, skip_sync, skip_batching;
     int supervisor_set;
+
+    /* tables (`oag-bench table N`, t_*.c) */
+    int table;                /* 1..7; 0: identity or model mode */
+    const char *json;         /* --json FILE: the table's figures for machines (and bench-plots) */
+    double load_mb;           /* table 1: size of the generated model, MB (1e6 bytes) */
+    const char *load_dtype;   /* table 1: its dtype */
+    unsigned scale_agents[MAX_ROWS];  /* table 5: agent counts */
+    int nscale;
+    unsigned ramp[MAX_ROWS];  /* table 6: tasks in flight per step */
+    int nramp;
+    unsigned ramp_agents;     /* table 6: agent processes (in flight = agents x window) */
+    unsigned ramp_timeout_ms; /* table 6: a task not done in this long is an error */
+    unsigned ramp_queue;      /* table 6: the supervisor's --max-queue (busy beyond it) */
+    unsigned sweep[MAX_ROWS]; /* table 7: tasks in flight per level */
+    int nsweep;
+    unsigned sweep_agents;    /* table 7: agent processes */
+    double sweep_win_s;       /* table 7: measurement window */
+    unsigned sweep_max_win;   /* table 7: windows per level at most */
+    int no_rpc;               /* tables 5-7: skip the RPC baseline */
 };
 
 struct lat_res {
@@ -183,6 +203,12 @@ struct mrun_res {
     double busy_frac;        /* engine busy time / wall time over the window; < 0: unknown */
     double avg_batch;        /* rows / batches over the window; 0: unknown */
     uint64_t errors, mismatches, busy_retries, checked;
+    uint64_t done, timeouts; /* completed in the window; late or -ETIMEDOUT */
+    double p90_us;
+    /* window mode */
+    unsigned nwin;           /* windows measured */
+    int stable;              /* the last three within 10% */
+    double win_tasks_s[MM_MAX_WIN], win_mean_us[MM_MAX_WIN];
 };
 
 struct model_res {
@@ -212,12 +238,48 @@ struct mrun_cfg {
     uint32_t in_dim, out_dim;
     const float *rows;        /* MM_CHECK_ROWS rows of in_dim */
     const float *expect;      /* their results (out_dim each), or NULL */
-    unsigned samples_cap;     /* per agent */
+    unsigned samples_cap;     /* per agent (per window in window mode) */
     const char *spin_us;      /* OAG_SPIN_US of the agents; NULL: library default */
+    /* window mode (win_s > 0; async agents): the run lasts until max_win windows of win_s or
+     * until the last three windows are stable (tasks/s and mean latency within 10%) */
+    double win_s;
+    unsigned max_win;
+    uint32_t timeout_us;      /* > 0: submitted with this deadline; a later result is an error */
+    unsigned busy_us;         /* back-off after -EBUSY (default 20) */
+    const struct rpc_srv *rpc;/* non-NULL: the agents talk to this RPC server, not oag */
 };
 
 struct msup_cfg {
     unsigned max_batch, delay_us, ring_slots, lanes, max_queue;
+    int no_spin;              /* --spin-us 0 (the supervisor sleeps at once) */
+};
+
+/* What one agent process of mrun() reports (shared memory, one writer each). */
+struct mrun_agent {
+    int32_t rc;
+    uint32_t nsamp;
+    uint64_t ok, err, mismatch, busy, checked, untracked, lat_sum_ns, lat_n, seen, tmo;
+    char msg[200];
+    /* window mode: completions and latency sums per window (read live by the parent) */
+    oag_atomic_u64 wok[MM_MAX_WIN], wlat[MM_MAX_WIN];
+    uint32_t wn[MM_MAX_WIN];
+    uint64_t wseen[MM_MAX_WIN];
+};
+
+struct mrun_shared {
+    oag_atomic_u64 t_start, t_end; /* written by the parent before the start pipe closes; t_end
+                                      again in window mode (the agents poll it) */
+    struct mrun_agent a[];
+};
+
+/* The RPC baseline (rpc.c): a ZeroMQ ROUTER server in a child process running the same engine. */
+struct rpc_stats {
+    oag_atomic_u64 busy_ns, rows, batches; /* written by the server, read by the parent */
+};
+struct rpc_srv {
+    pid_t pid;
+    char ep[PATH_MAX];
+    struct rpc_stats *st;     /* shared memory */
 };
 
 enum { REC_READY = 1, REC_DONE = 2 };
@@ -329,6 +391,10 @@ int bench_offline(const struct opts *o, const char *dir, struct off_shared *sh,
                          float *rows, float *expect, uint32_t payload);
 
 /* mrun.c */
+int out_matches(const float *got, const float *want, uint32_t n);
+void samp_add(uint32_t *s, struct mrun_agent *r, uint32_t cap, uint64_t *rng, uint64_t ns);
+void win_add(const struct mrun_cfg *cfg, struct mrun_agent *r, uint32_t *samp, uint64_t *rng,
+             uint64_t t_start, uint64_t t1, uint64_t ns);
 int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
                 struct mrun_res *res);
 int msup_start(const struct opts *o, const struct model_res *mr, const char *backend,
@@ -342,6 +408,8 @@ int mrow_group(const struct opts *o, const struct model_res *mr, const char *bac
 
 /* model.c */
 const struct off_row *off_at(const struct model_res *mr, unsigned batch);
+int model_describe(struct model_res *mr);
+int model_gen_std(const struct opts *o, int k, char *dir, size_t cap, const char **label);
 const char *fmt_us(char *buf, size_t cap, double us);
 const char *fmt_pct(char *buf, size_t cap, double f);
 void print_model_report(const struct opts *o, const struct model_res *mres, int nm);
@@ -354,5 +422,45 @@ int parse_args(struct opts *o, int argc, char **argv);
 /* main.c */
 
 int identity_main(struct opts *o);
+
+/* tables.c: what every table shares */
+struct cJSON;
+struct tctx {
+    struct opts *o;
+    struct model_res mr;      /* the model of tables 2-7 (table 1 generates its own) */
+    const char *backend;      /* resolved by the offline run: cpu | cuda (or o->backend) */
+    struct off_shared *sh;    /* offline results + check rows (shared with children) */
+    size_t sh_size;
+    float *rows, *expect;
+    const float *exp_rows;    /* expect when the offline run produced it, else NULL */
+    struct cJSON *root;       /* the JSON document: table, machine, model, guide, rows */
+    struct cJSON *jrows;
+    int failures;
+    char gen_dir[PATH_MAX];   /* a model generated into the temp dir, removed at the end */
+};
+int tables_main(struct opts *o);
+int tctx_model(struct tctx *c);
+int tctx_offline(struct tctx *c, const unsigned *batches, int n, unsigned iters, double max_s);
+struct cJSON *trow(struct tctx *c, const char *system, const char *label);
+void jrow_mrun(struct cJSON *row, const struct mrun_res *r);
+void jnum(struct cJSON *obj, const char *key, double v);
+void tprint_head(struct tctx *c, const char *title);
+void tprint_guide(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+double err_rate(const struct mrun_res *r);
+int t_load(struct tctx *c);
+int t_batch(struct tctx *c);
+int t_sync(struct tctx *c);
+int t_batching(struct tctx *c);
+int t_rpc(struct tctx *c);
+int t_ramp(struct tctx *c);
+int t_sweep(struct tctx *c);
+
+/* rpc.c */
+int rpc_start(const struct opts *o, const struct model_res *mr, const char *backend,
+              unsigned max_batch, struct rpc_srv *s);
+void rpc_stop(struct rpc_srv *s);
+void rpc_read_stats(const struct rpc_srv *s, struct eng_stats *st);
+void rpc_agent_main(const struct mrun_cfg *cfg, struct mrun_shared *sh, uint32_t *samp,
+                    unsigned idx, int start_fd, int ready_fd) __attribute__((noreturn));
 
 #endif

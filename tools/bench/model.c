@@ -43,26 +43,37 @@ const struct off_row *off_at(const struct model_res *mr, unsigned batch)
     return NULL;
 }
 
-static int bench_model(const struct opts *o, struct model_res *mr)
+/* Loads mr->dir once to fill mr's description (name, dtype, dims, layers, payload). Returns 0
+ * or the loader's negative errno (logged). */
+int model_describe(struct model_res *mr)
 {
     char err[512] = "";
     struct oag_model *m = NULL;
-    int failures = 0, rc = oag_model_load(&m, mr->dir, err, sizeof err);
+    int rc = oag_model_load(&m, mr->dir, err, sizeof err);
     if (rc) {
         warn("model %s: %s", mr->dir, err);
-        return 1;
+        return rc;
     }
     snprintf(mr->name, sizeof mr->name, "%s", m->name);
     snprintf(mr->dtype, sizeof mr->dtype, "%s", oag_dtype_name(m->dtype));
     mr->in_dim = m->input_dim;
     mr->out_dim = m->output_dim;
     mr->param_bytes = m->param_bytes;
+    mr->nlinear = 0;
     for (uint32_t i = 0; i < m->nlayers; i++)
         mr->nlinear += m->layers[i].kind == OAG_L_LINEAR;
     oag_model_free(m);
     mr->loaded = 1;
     uint32_t widest = mr->in_dim > mr->out_dim ? mr->in_dim : mr->out_dim;
     mr->payload = round64(widest * 4u);
+    return 0;
+}
+
+static int bench_model(const struct opts *o, struct model_res *mr)
+{
+    int failures = 0, rc;
+    if (model_describe(mr))
+        return 1;
 
     /* the check rows (inputs) and their results, shared with the children */
     size_t hdr = (sizeof(struct off_shared) + 63) & ~(size_t)63;
@@ -233,6 +244,16 @@ static int gen_model(const struct opts *o, const struct gen_spec *g, char *dir, 
     else
         fprintf(stderr, "oag-bench: generated %s in %.1f s\n", dir, (double)(now_ns() - t0) / 1e9);
     return rc;
+}
+
+/* Generates (or reuses, with --models-dir) standard model k (0: mlp768x2-fp16, 1:
+ * mlp4096x4-fp16) into dir; *label gets its name. Returns 0 or a negative errno. */
+int model_gen_std(const struct opts *o, int k, char *dir, size_t cap, const char **label)
+{
+    if (k < 0 || k >= (int)(sizeof g_gen / sizeof g_gen[0]))
+        return -EINVAL;
+    *label = g_gen[k].label;
+    return gen_model(o, &g_gen[k], dir, cap);
 }
 
 /* ---- the model report ---------------------------------------------------------------------- */

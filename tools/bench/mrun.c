@@ -1,23 +1,13 @@
 #include "bench.h"
 
+#include <math.h>
+
 /* ---- agents against a model supervisor ------------------------------------------------------ */
 
 
-struct mrun_agent {
-    int32_t rc;
-    uint32_t nsamp;
-    uint64_t ok, err, mismatch, busy, checked, untracked, lat_sum_ns, lat_n, seen;
-    char msg[200];
-};
-
-struct mrun_shared {
-    uint64_t t_start, t_end;
-    struct mrun_agent a[];
-};
-
 #define MM_CHECK_EVERY 16     /* one result in this many is compared with the reference */
 
-static int out_matches(const float *got, const float *want, uint32_t n)
+int out_matches(const float *got, const float *want, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
         float d = got[i] - want[i], w = want[i] < 0 ? -want[i] : want[i];
@@ -29,7 +19,7 @@ static int out_matches(const float *got, const float *want, uint32_t n)
     return 1;
 }
 
-static void samp_add(uint32_t *s, struct mrun_agent *r, uint32_t cap, uint64_t *rng, uint64_t ns)
+void samp_add(uint32_t *s, struct mrun_agent *r, uint32_t cap, uint64_t *rng, uint64_t ns)
 {
     uint32_t v = clamp_ns(ns);
     r->seen++;
@@ -38,6 +28,29 @@ static void samp_add(uint32_t *s, struct mrun_agent *r, uint32_t cap, uint64_t *
     } else if (cap) {
         uint64_t j = xorshift64(rng) % r->seen;
         if (j < cap)
+            s[j] = v;
+    }
+}
+
+/* Window mode: counts a completion at t1 (latency ns) in its window and samples it there. */
+void win_add(const struct mrun_cfg *cfg, struct mrun_agent *r, uint32_t *samp, uint64_t *rng,
+             uint64_t t_start, uint64_t t1, uint64_t ns)
+{
+    if (!(cfg->win_s > 0) || t1 < t_start)
+        return;
+    uint64_t w = (t1 - t_start) / (uint64_t)(cfg->win_s * 1e9);
+    if (w >= MM_MAX_WIN)
+        return;
+    /* one writer (this agent); the parent reads these live: relaxed is enough for a rate */
+    oag_store_relaxed_u64(&r->wok[w], oag_load_relaxed_u64(&r->wok[w]) + 1);
+    oag_store_relaxed_u64(&r->wlat[w], oag_load_relaxed_u64(&r->wlat[w]) + ns);
+    uint32_t *s = samp + (size_t)w * cfg->samples_cap, v = clamp_ns(ns);
+    r->wseen[w]++;
+    if (r->wn[w] < cfg->samples_cap) {
+        s[r->wn[w]++] = v;
+    } else {
+        uint64_t j = xorshift64(rng) % r->wseen[w];
+        if (j < cfg->samples_cap)
             s[j] = v;
     }
 }
@@ -96,7 +109,10 @@ static void magent_main(const struct mrun_cfg *cfg, struct mrun_shared *sh, uint
         _exit(1); /* the parent died or aborted */
 
     const int count_mode = cfg->iters > 0;
-    const uint64_t t_start = sh->t_start, t_end = count_mode ? UINT64_MAX : sh->t_end;
+    const uint64_t t_start = oag_load_relaxed_u64(&sh->t_start); /* ordered by the pipe */
+    uint64_t t_end = count_mode ? UINT64_MAX : oag_load_relaxed_u64(&sh->t_end);
+    const int win_mode = cfg->win_s > 0;
+    const unsigned busy_us = cfg->busy_us ? cfg->busy_us : 20;
     uint32_t k = idx % MM_CHECK_ROWS;
     rc = 0;
     if (cfg->sync) {
@@ -104,6 +120,8 @@ static void magent_main(const struct mrun_cfg *cfg, struct mrun_shared *sh, uint
             if (count_mode && i >= (uint64_t)cfg->warmup + cfg->iters)
                 break;
             uint64_t t0 = now_ns();
+            if (win_mode)
+                t_end = oag_load_relaxed_u64(&sh->t_end);
             if (t0 >= t_end)
                 break;
             size_t len = 0;
@@ -112,7 +130,7 @@ static void magent_main(const struct mrun_cfg *cfg, struct mrun_shared *sh, uint
             uint64_t t1 = now_ns();
             if (rc == -EBUSY) {
                 r->busy++;
-                sleep_us(20);
+                sleep_us(busy_us);
                 rc = 0;
                 continue;
             }
@@ -130,11 +148,16 @@ static void magent_main(const struct mrun_cfg *cfg, struct mrun_shared *sh, uint
             }
             if (len != out_bytes) {
                 r->err++;
+            } else if (in_window && cfg->timeout_us && t1 - t0 > cfg->timeout_us * 1000ull) {
+                r->tmo++;
             } else if (in_window) {
                 r->ok++;
                 r->lat_sum_ns += t1 - t0;
                 r->lat_n++;
-                samp_add(samp, r, cfg->samples_cap, &rng, t1 - t0);
+                if (win_mode)
+                    win_add(cfg, r, samp, &rng, t_start, t1, t1 - t0);
+                else
+                    samp_add(samp, r, cfg->samples_cap, &rng, t1 - t0);
             }
             if (cfg->expect && len == out_bytes && (i % MM_CHECK_EVERY) == 0) {
                 r->checked++;
@@ -148,6 +171,8 @@ static void magent_main(const struct mrun_cfg *cfg, struct mrun_shared *sh, uint
         uint64_t nrecv = 0, drain_deadline = 0;
         for (;;) {
             uint64_t t = now_ns();
+            if (win_mode)
+                t_end = oag_load_relaxed_u64(&sh->t_end);
             int draining = t >= t_end;
             if (draining) {
                 if (!drain_deadline)
@@ -164,7 +189,9 @@ static void magent_main(const struct mrun_cfg *cfg, struct mrun_shared *sh, uint
             int busy = 0;
             while (!draining && outstanding < cfg->window) {
                 uint64_t ticket, t0 = now_ns();
-                rc = oag_submit(c, cfg->rows + (size_t)k * cfg->in_dim, in_bytes, &ticket);
+                oag_submit_opts so = { .timeout_us = cfg->timeout_us };
+                rc = oag_submit_ex(c, cfg->rows + (size_t)k * cfg->in_dim, in_bytes, &so,
+                                   &ticket);
                 if (rc == -EAGAIN) {
                     rc = 0;
                     break;
@@ -192,7 +219,7 @@ static void magent_main(const struct mrun_cfg *cfg, struct mrun_shared *sh, uint
                 break;
             if (outstanding == 0) {
                 if (busy)
-                    sleep_us(20);
+                    sleep_us(busy_us);
                 continue;
             }
             int got = oag_poll(c, cmp, (int)cfg->window, 100);
@@ -211,7 +238,12 @@ static void magent_main(const struct mrun_cfg *cfg, struct mrun_shared *sh, uint
                 if (outstanding)
                     outstanding--;
                 nrecv++;
-                if (d->status || d->len != out_bytes) {
+                if (d->status == -ETIMEDOUT ||
+                    (!d->status && tracked && cfg->timeout_us &&
+                     t1 - e->t0 > cfg->timeout_us * 1000ull)) {
+                    if (in_window)
+                        r->tmo++;
+                } else if (d->status || d->len != out_bytes) {
                     if (in_window || !draining)
                         r->err++;
                     if (!r->msg[0])
@@ -223,7 +255,10 @@ static void magent_main(const struct mrun_cfg *cfg, struct mrun_shared *sh, uint
                         if (tracked) {
                             r->lat_sum_ns += t1 - e->t0;
                             r->lat_n++;
-                            samp_add(samp, r, cfg->samples_cap, &rng, t1 - e->t0);
+                            if (win_mode)
+                                win_add(cfg, r, samp, &rng, t_start, t1, t1 - e->t0);
+                            else
+                                samp_add(samp, r, cfg->samples_cap, &rng, t1 - e->t0);
                         }
                     }
                     if (cfg->expect && tracked && (nrecv % MM_CHECK_EVERY) == 0) {
@@ -254,14 +289,56 @@ fail:
     _exit(1);
 }
 
-/* Runs one row: cfg->nagents agent processes against the supervisor s. */
+/* Engine figures of the run's server: the supervisor's status --json, or the RPC server's
+ * shared counters. */
+static int run_stats(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
+                     struct eng_stats *st)
+{
+    if (cfg->rpc) {
+        rpc_read_stats(cfg->rpc, st);
+        return 0;
+    }
+    return sup_stats(o, s, st);
+}
+
+/* Window mode: 1 if windows k-2..k agree within 10% of their mean (tasks/s and mean latency),
+ * perf_analyzer's stability rule. */
+static int win_stable(const double *rate, const double *mean, unsigned k)
+{
+    if (k < 2)
+        return 0;
+    double ra = (rate[k] + rate[k - 1] + rate[k - 2]) / 3, ma = (mean[k] + mean[k - 1] + mean[k - 2]) / 3;
+    for (unsigned i = k - 2; i <= k; i++)
+        if (!(ra > 0) || fabs(rate[i] - ra) > 0.1 * ra || fabs(mean[i] - ma) > 0.1 * ma)
+            return 0;
+    return 1;
+}
+
+/* Window k's tasks/s and mean latency (us) from the agents' counters. */
+static void win_figures(const struct mrun_shared *sh, unsigned na, unsigned k, double win_s,
+                        double *rate, double *mean)
+{
+    uint64_t n = 0, lat = 0;
+    for (unsigned i = 0; i < na; i++) {
+        n += oag_load_relaxed_u64(&sh->a[i].wok[k]);
+        lat += oag_load_relaxed_u64(&sh->a[i].wlat[k]);
+    }
+    *rate = (double)n / win_s;
+    *mean = n ? (double)lat / (double)n / 1e3 : 0;
+}
+
+/* Runs one row: cfg->nagents agent processes against the supervisor s (or cfg->rpc). In window
+ * mode the figures (tasks/s, percentiles) are those of the last three windows. */
 int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
                 struct mrun_res *res)
 {
     unsigned na = cfg->nagents, cap = cfg->samples_cap;
     size_t hdr = sizeof(struct mrun_shared) + (size_t)na * sizeof(struct mrun_agent);
     hdr = (hdr + 63) & ~(size_t)63;
-    size_t size = hdr + (size_t)na * cap * sizeof(uint32_t);
+    const int win_mode = cfg->win_s > 0;
+    unsigned max_win = cfg->max_win < 3 ? 3 : cfg->max_win > MM_MAX_WIN ? MM_MAX_WIN : cfg->max_win;
+    size_t per_agent = (size_t)cap * (win_mode ? MM_MAX_WIN : 1);
+    size_t size = hdr + (size_t)na * per_agent * sizeof(uint32_t);
     struct mrun_shared *sh = shared_alloc(size);
     pid_t *pids = calloc(na, sizeof *pids);
     int start_pipe[2] = { -1, -1 }, rdy[2] = { -1, -1 }, rc = 0;
@@ -291,7 +368,11 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
             close(start_pipe[1]);
             close(rdy[0]);
             agent_env(cfg->spin_us);
-            magent_main(cfg, sh, samp_base + (size_t)forked * cap, forked, start_pipe[0], rdy[1]);
+            if (cfg->rpc)
+                rpc_agent_main(cfg, sh, samp_base + (size_t)forked * per_agent, forked,
+                               start_pipe[0], rdy[1]);
+            magent_main(cfg, sh, samp_base + (size_t)forked * per_agent, forked, start_pipe[0],
+                        rdy[1]);
         }
         pids[forked] = pid;
     }
@@ -341,20 +422,37 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
     }
     /* go */
     uint64_t t = now_ns();
-    sh->t_start = t + (uint64_t)(cfg->warm_s * 1e9);
-    sh->t_end = sh->t_start + (uint64_t)(cfg->duration_s * 1e9);
+    const uint64_t t_start = t + (uint64_t)(cfg->warm_s * 1e9);
+    const uint64_t win_ns = (uint64_t)(cfg->win_s * 1e9);
+    uint64_t t_end = win_mode ? UINT64_MAX : t_start + (uint64_t)(cfg->duration_s * 1e9);
+    oag_store_relaxed_u64(&sh->t_start, t_start); /* the agents read them after the pipe's EOF */
+    oag_store_relaxed_u64(&sh->t_end, t_end);
     struct eng_stats st0 = { 0 }, st1 = { 0 };
     uint64_t q0 = 0, q1 = 0;
+    unsigned last_win = 0;
     close(start_pipe[1]);
     start_pipe[1] = -1;
     if (!cfg->iters) {
-        sleep_until(sh->t_start);
+        sleep_until(t_start);
         q0 = now_ns();
-        sup_stats(o, s, &st0);
+        run_stats(o, s, cfg, &st0);
         q0 = (q0 + now_ns()) / 2;
-        sleep_until(sh->t_end);
+        if (win_mode) {
+            /* perf_analyzer-like: window after window until three agree (or max_win) */
+            for (unsigned k = 0; k < max_win && !g_stop; k++) {
+                sleep_until(t_start + (k + 1) * win_ns + 20000000ull);
+                win_figures(sh, na, k, cfg->win_s, &res->win_tasks_s[k], &res->win_mean_us[k]);
+                last_win = k;
+                if (win_stable(res->win_tasks_s, res->win_mean_us, k))
+                    break;
+            }
+            t_end = t_start + (last_win + 1) * win_ns;
+            oag_store_relaxed_u64(&sh->t_end, t_end);
+        } else {
+            sleep_until(t_end);
+        }
         q1 = now_ns();
-        sup_stats(o, s, &st1);
+        run_stats(o, s, cfg, &st1);
         q1 = (q1 + now_ns()) / 2;
     }
     /* the agents drain and exit */
@@ -362,7 +460,7 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
         int st;
         int r;
         while ((r = reap(pids[i], 1000, &st)) == -ETIMEDOUT && !g_stop &&
-               now_ns() < (cfg->iters ? UINT64_MAX : sh->t_end + 60000000000ull))
+               now_ns() < (cfg->iters ? UINT64_MAX : t_end + 60000000000ull))
             ;
         if (r == -ETIMEDOUT) {
             warn("%s: agent %u did not finish: killed", res->name, i);
@@ -393,13 +491,51 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
         res->mismatches += a->mismatch;
         res->busy_retries += a->busy;
         res->checked += a->checked;
+        res->timeouts += a->tmo;
         if (a->err && a->msg[0] && res->errors == a->err)
             warn("%s: agent %u: %" PRIu64 " errors, first: %s", res->name, i, a->err, a->msg);
     }
-    double win_s = cfg->iters ? 0 : (double)(sh->t_end - sh->t_start) / 1e9;
+    double win_s = cfg->iters ? 0 : (double)(t_end - t_start) / 1e9;
+    res->done = ok;
     res->tasks_s = win_s > 0 ? (double)ok / win_s : 0;
     res->mean_us = lat_n ? (double)lat_sum / (double)lat_n / 1e3 : 0;
-    if (nsamp) {
+    if (win_mode) {
+        /* final per-window figures; the row's figures are the last three windows' */
+        unsigned k0 = last_win >= 2 ? last_win - 2 : 0;
+        uint64_t n3 = 0, l3 = 0;
+        res->nwin = last_win + 1;
+        for (unsigned k = 0; k <= last_win; k++)
+            win_figures(sh, na, k, cfg->win_s, &res->win_tasks_s[k], &res->win_mean_us[k]);
+        res->stable = win_stable(res->win_tasks_s, res->win_mean_us, last_win);
+        nsamp = 0;
+        for (unsigned i = 0; i < na; i++)
+            for (unsigned k = k0; k <= last_win; k++) {
+                n3 += oag_load_relaxed_u64(&sh->a[i].wok[k]);
+                l3 += oag_load_relaxed_u64(&sh->a[i].wlat[k]);
+                nsamp += sh->a[i].wn[k];
+            }
+        res->tasks_s = (double)n3 / ((last_win + 1 - k0) * cfg->win_s);
+        res->mean_us = n3 ? (double)l3 / (double)n3 / 1e3 : 0;
+        if (nsamp) {
+            samples = malloc(nsamp * sizeof *samples);
+            if (!samples) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            size_t m = 0;
+            for (unsigned i = 0; i < na; i++)
+                for (unsigned k = k0; k <= last_win; k++) {
+                    memcpy(samples + m, samp_base + (size_t)i * per_agent + (size_t)k * cap,
+                           sh->a[i].wn[k] * sizeof *samples);
+                    m += sh->a[i].wn[k];
+                }
+            qsort(samples, m, sizeof *samples, cmp_u32);
+            res->p50_us = pct_us(samples, m, 0.50);
+            res->p90_us = pct_us(samples, m, 0.90);
+            res->p99_us = pct_us(samples, m, 0.99);
+            res->p999_us = pct_us(samples, m, 0.999);
+        }
+    } else if (nsamp) {
         samples = malloc(nsamp * sizeof *samples);
         if (!samples) {
             rc = -ENOMEM;
@@ -412,6 +548,7 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
         }
         qsort(samples, m, sizeof *samples, cmp_u32);
         res->p50_us = pct_us(samples, m, 0.50);
+        res->p90_us = pct_us(samples, m, 0.90);
         res->p99_us = pct_us(samples, m, 0.99);
         res->p999_us = pct_us(samples, m, 0.999);
     }
@@ -488,6 +625,10 @@ int msup_start(const struct opts *o, const struct model_res *mr, const char *bac
     args[n++] = ln;
     args[n++] = "--max-queue";
     args[n++] = mq;
+    if (c->no_spin) {
+        args[n++] = "--spin-us";
+        args[n++] = "0";
+    }
     if (!strcmp(backend, "cuda")) {
         args[n++] = "--gpus";
         args[n++] = dev;

@@ -55,7 +55,31 @@ void usage(FILE *f)
         "  --skip LIST        parts to skip: offline,e2e,latency,sync,batching\n"
         "  --ctl PATH         read status --json by running this oag-ctl (default: speak the\n"
         "                     control protocol directly)\n"
-        "  --quick            also: 50 offline batches and 0.5 s per point, 1 s rows, 5000 calls\n",
+        "  --quick            also: 50 offline batches and 0.5 s per point, 1 s rows, 5000 calls\n"
+        "\nTables (one command per table of the agent-deployment tuning guide; docs/BENCHMARKS.md):\n"
+        "  oag-bench table N [OPTIONS]   (or --table N), N =\n"
+        "    1 model loading: plain read() + conversion vs mmap + chunked upload\n"
+        "    2 batch-size sweep of the offline engine: time per batch and per item\n"
+        "    3 synchronous vs asynchronous pipelined agents\n"
+        "    4 no batching vs dynamic batching\n"
+        "    5 shared memory + eventfd vs RPC (ZeroMQ, same engine): latency, 1..512 agents\n"
+        "    6 load ramp in steps of tasks in flight: p50, p99, error rate, the knee\n"
+        "    7 concurrency sweep over shm (perf_analyzer-like), stable windows\n"
+        "  The model options above apply (--model DIR, else the generated mlp768x2-fp16;\n"
+        "  --backend, --models-dir, --batches, --cmp-agents, --dyn-batch, --dyn-delay-us, ...).\n"
+        "  --json FILE        also write the figures as JSON (tools/bench-plots draws them)\n"
+        "  --load-mb N        table 1: size of the generated model in MB (default 1100)\n"
+        "  --load-dtype T     table 1: float32 | float16 | bfloat16 (default float16)\n"
+        "  --scale-agents L   table 5: agent counts (default 1,8,64,512)\n"
+        "  --ramp LIST        table 6: tasks in flight per step (default 100,500,1000)\n"
+        "  --ramp-agents N    table 6: agent processes (default 50)\n"
+        "  --ramp-timeout-ms N  table 6: a task later than this is an error (default 500)\n"
+        "  --ramp-queue N     table 6: the supervisor's --max-queue (default 512)\n"
+        "  --sweep LIST       table 7: tasks in flight (default 1,2,4,8,16,32,64,128,256,512,1024)\n"
+        "  --sweep-agents N   table 7: agent processes (default 16)\n"
+        "  --sweep-window S   table 7: measurement window (default 0.5)\n"
+        "  --sweep-max-windows N  table 7: windows per level at most (default 10)\n"
+        "  --no-rpc           tables 5-7: skip the RPC baseline\n",
         OAG_SUPERVISOR_PATH, OAG_GEN_MODEL_PATH);
 }
 
@@ -102,8 +126,22 @@ static int parse_uint(const char *s, unsigned *out, unsigned min, unsigned max)
 
 int parse_args(struct opts *o, int argc, char **argv)
 {
-    int warm_set = 0;
-    for (int i = 1; i < argc; i++) {
+    int warm_set = 0, first = 1;
+    unsigned x_table = 0;
+    /* `oag-bench table N ...` is `oag-bench --table N ...` */
+    if (argc >= 3 && !strcmp(argv[1], "table")) {
+        if (parse_uint(argv[2], &x_table, 1, 7)) {
+            fprintf(stderr, "oag-bench: table %s: no such table (1..7)\n", argv[2]);
+            usage(stderr);
+            return -EINVAL;
+        }
+        o->table = (int)x_table;
+        first = 3;
+    } else if (argc == 2 && !strcmp(argv[1], "table")) {
+        fprintf(stderr, "oag-bench: table: which one? (1..7)\n");
+        return -EINVAL;
+    }
+    for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0, used = 1;
@@ -232,6 +270,37 @@ int parse_args(struct opts *o, int argc, char **argv)
             used = 0;
         } else if (!strcmp(a, "--no-throughput")) {
             o->no_throughput = 1;
+            used = 0;
+        } else if (!strcmp(a, "--table") && v) {
+            bad = parse_uint(v, &x_table, 1, 7);
+            o->table = (int)x_table;
+        } else if (!strcmp(a, "--json") && v) {
+            o->json = v;
+        } else if (!strcmp(a, "--load-mb") && v) {
+            bad = parse_secs(v, &o->load_mb, 0.01, 1e6);
+        } else if (!strcmp(a, "--load-dtype") && v) {
+            o->load_dtype = v;
+            bad = strcmp(v, "float32") && strcmp(v, "float16") && strcmp(v, "bfloat16");
+        } else if (!strcmp(a, "--scale-agents") && v) {
+            bad = parse_list(v, o->scale_agents, MAX_ROWS, &o->nscale, 1, MAX_KIDS - 64);
+        } else if (!strcmp(a, "--ramp") && v) {
+            bad = parse_list(v, o->ramp, MAX_ROWS, &o->nramp, 1, 1u << 20);
+        } else if (!strcmp(a, "--ramp-agents") && v) {
+            bad = parse_uint(v, &o->ramp_agents, 1, MAX_KIDS - 64);
+        } else if (!strcmp(a, "--ramp-timeout-ms") && v) {
+            bad = parse_uint(v, &o->ramp_timeout_ms, 1, 3600000);
+        } else if (!strcmp(a, "--ramp-queue") && v) {
+            bad = parse_uint(v, &o->ramp_queue, 1, 1u << 24);
+        } else if (!strcmp(a, "--sweep") && v) {
+            bad = parse_list(v, o->sweep, MAX_ROWS, &o->nsweep, 1, 1u << 20);
+        } else if (!strcmp(a, "--sweep-agents") && v) {
+            bad = parse_uint(v, &o->sweep_agents, 1, MAX_KIDS - 64);
+        } else if (!strcmp(a, "--sweep-window") && v) {
+            bad = parse_secs(v, &o->sweep_win_s, 0.02, 600);
+        } else if (!strcmp(a, "--sweep-max-windows") && v) {
+            bad = parse_uint(v, &o->sweep_max_win, 3, MM_MAX_WIN);
+        } else if (!strcmp(a, "--no-rpc")) {
+            o->no_rpc = 1;
             used = 0;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
