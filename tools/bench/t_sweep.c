@@ -97,6 +97,9 @@ int t_sweep(struct tctx *c)
     }
     tprint_guide("perf_analyzer reports throughput and p50/p90/p99 per concurrency once three "
                  "windows are stable (no figures in the issue)");
+    cJSON *g = cJSON_AddObjectToObject(c->root, "guide");
+    cJSON_AddStringToObject(g, "note", "perf_analyzer-style sweep: throughput and p50/p90/p99 vs "
+                            "concurrency, three stable windows within 10%; no figures");
     int ok = n > 0 && ro[0].ok;
     free(ro), free(rr), free(co), free(cp), free(rp);
     return ok ? 0 : -EIO;
