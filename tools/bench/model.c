@@ -238,7 +238,7 @@ static int gen_model(const struct opts *o, const struct gen_spec *g, char *dir, 
     argv[n] = NULL;
     fprintf(stderr, "oag-bench: generating %s with %s ...\n", dir, o->gen_model);
     uint64_t t0 = now_ns();
-    int rc = run_cmd(argv, -1, "oag-gen-model");
+    int rc = run_cmd(argv, o->table ? 2 : -1, "oag-gen-model"); /* tables: stdout is the table */
     if (rc)
         warn("oag-gen-model %s failed (--gen-model PATH to pick the binary)", dir);
     else
