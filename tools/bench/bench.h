@@ -7,7 +7,7 @@
  *   proc.c                  signals, fork bookkeeping (every child killed and reaped on exit),
  *                           the temp dir, clocks, tool paths
  *   stats.c                 percentiles (nearest rank), sorting, small integer helpers
- *   json.c, table.c         the JSON writer (--json FILE) and the human table formatting
+ *   format.c                numbers for the human tables (rates, microseconds, percentages)
  *   sup.c                   starting/stopping a real oag-supervisor, its status --json
  *   ident_latency.c         identity mode: ring / eventfd / ZeroMQ ping-pong, oag_infer latency
  *   ident_throughput.c      identity mode: N agents with a window, ZeroMQ pipeline
@@ -16,7 +16,8 @@
  *   mrun.c                  agent processes against a model supervisor (sync or windowed)
  *   rpc.c                   the RPC baseline: a ZeroMQ ROUTER server running the same engine
  *   model.c                 model mode (--model / --gen-models) and its report
- *   t_*.c                   `oag-bench table N`: one file per table of the tuning guide
+ *   tables.c                `oag-bench table N`: the model, header, JSON document (cJSON)
+ *   t_*.c                   one file per table of the tuning guide (t_load.c ... t_sweep.c)
  *
  * Not a test: figures, ratios, informative targets; exit 0 unless a part broke.
  */
@@ -356,6 +357,11 @@ int bench_zmq_pair(const struct opts *o, uint32_t *samples);
 void agent_env(const char *spin_us);
 int bench_oag_latency(const struct opts *o, int sleeping, uint32_t *samples);
 
+/* format.c */
+const char *fmt_rate(char *buf, size_t cap, double r);
+const char *fmt_us(char *buf, size_t cap, double us);
+const char *fmt_pct(char *buf, size_t cap, double f);
+
 /* sup.c */
 int sup_stop(struct sup *s);
 int sup_start_argv(const char *exe, struct sup *s, const char *const base[],
@@ -380,7 +386,6 @@ int bench_throughput(const struct opts *o, const struct tput_agent *proto,
 int bench_zmq_pipeline(const struct opts *o, struct tput_res *res);
 
 /* identity.c */
-const char *fmt_rate(char *buf, size_t cap, double r);
 void print_report(const struct opts *o, const struct lat_res lat[5],
                          const struct tput_res *tp, int ntp, const struct tput_res *zp);
 
@@ -410,8 +415,6 @@ int mrow_group(const struct opts *o, const struct model_res *mr, const char *bac
 const struct off_row *off_at(const struct model_res *mr, unsigned batch);
 int model_describe(struct model_res *mr);
 int model_gen_std(const struct opts *o, int k, char *dir, size_t cap, const char **label);
-const char *fmt_us(char *buf, size_t cap, double us);
-const char *fmt_pct(char *buf, size_t cap, double f);
 void print_model_report(const struct opts *o, const struct model_res *mres, int nm);
 int model_main(struct opts *o);
 

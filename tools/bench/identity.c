@@ -2,17 +2,6 @@
 
 /* ---- the report ---------------------------------------------------------------------------- */
 
-const char *fmt_rate(char *buf, size_t cap, double r)
-{
-    if (r >= 1e6)
-        snprintf(buf, cap, "%.2f M", r / 1e6);
-    else if (r >= 1e3)
-        snprintf(buf, cap, "%.1f k", r / 1e3);
-    else
-        snprintf(buf, cap, "%.1f  ", r);
-    return buf;
-}
-
 static void print_lat(const struct lat_res *r, const struct lat_res *base, const char *base_name,
                       double target)
 {

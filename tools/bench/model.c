@@ -258,28 +258,6 @@ int model_gen_std(const struct opts *o, int k, char *dir, size_t cap, const char
 
 /* ---- the model report ---------------------------------------------------------------------- */
 
-const char *fmt_us(char *buf, size_t cap, double us)
-{
-    if (us <= 0)
-        snprintf(buf, cap, "-");
-    else if (us < 10)
-        snprintf(buf, cap, "%.2f", us);
-    else if (us < 100000)
-        snprintf(buf, cap, "%.1f", us);
-    else
-        snprintf(buf, cap, "%.0f", us);
-    return buf;
-}
-
-const char *fmt_pct(char *buf, size_t cap, double f)
-{
-    if (f < 0)
-        snprintf(buf, cap, "n/a");
-    else
-        snprintf(buf, cap, "%.0f%%", f * 100);
-    return buf;
-}
-
 static void print_mrow(const struct mrun_res *r, const char *label, const struct off_row *ceil_row)
 {
     char a[32], b[32], c[32], d[32], e[32], f[32];
