@@ -130,6 +130,7 @@ struct opts {
     const char *json;         /* --json FILE: the table's figures for machines (and bench-plots) */
     double load_mb;           /* table 1: size of the generated model, MB (1e6 bytes) */
     const char *load_dtype;   /* table 1: its dtype */
+    unsigned load_reps;       /* table 1: runs per path (the fastest counts) */
     unsigned scale_agents[MAX_ROWS];  /* table 5: agent counts */
     int nscale;
     unsigned ramp[MAX_ROWS];  /* table 6: tasks in flight per step */

@@ -28,7 +28,7 @@ int main(int argc, char **argv)
         .e2e_agents = { 64, 512 }, .ne2e = 2, .e2e_delay_us = 200, .m_duration_s = 3.0,
         .m_warm_s = 0.5, .m_lat_iters = 20000, .cmp_agents = 64, .dyn_batch = 32,
         .dyn_delay_us = 1000, .m_samples = 1000000, .sup_ready_s = 120, .off_warmup = 3,
-        .load_mb = 1100, .load_dtype = "float16", .scale_agents = { 1, 8, 64, 512 }, .nscale = 4,
+        .load_mb = 1100, .load_dtype = "float16", .load_reps = 1, .scale_agents = { 1, 8, 64, 512 }, .nscale = 4,
         .ramp = { 100, 500, 1000 }, .nramp = 3, .ramp_agents = 50, .ramp_timeout_ms = 500,
         .ramp_queue = 512, .sweep = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024 },
         .nsweep = 11, .sweep_agents = 16, .sweep_win_s = 0.5, .sweep_max_win = 10,

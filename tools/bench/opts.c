@@ -70,6 +70,7 @@ void usage(FILE *f)
         "  --json FILE        also write the figures as JSON (tools/bench-plots draws them)\n"
         "  --load-mb N        table 1: size of the generated model in MB (default 1100)\n"
         "  --load-dtype T     table 1: float32 | float16 | bfloat16 (default float16)\n"
+        "  --load-reps N      table 1: runs per path, the fastest counts (default 1)\n"
         "  --scale-agents L   table 5: agent counts (default 1,8,64,512)\n"
         "  --ramp LIST        table 6: tasks in flight per step (default 100,500,1000)\n"
         "  --ramp-agents N    table 6: agent processes (default 50)\n"
@@ -281,6 +282,8 @@ int parse_args(struct opts *o, int argc, char **argv)
         } else if (!strcmp(a, "--load-dtype") && v) {
             o->load_dtype = v;
             bad = strcmp(v, "float32") && strcmp(v, "float16") && strcmp(v, "bfloat16");
+        } else if (!strcmp(a, "--load-reps") && v) {
+            bad = parse_uint(v, &o->load_reps, 1, 100);
         } else if (!strcmp(a, "--scale-agents") && v) {
             bad = parse_list(v, o->scale_agents, MAX_ROWS, &o->nscale, 1, MAX_KIDS - 64);
         } else if (!strcmp(a, "--ramp") && v) {
