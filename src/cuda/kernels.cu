@@ -266,6 +266,64 @@ extern "C" cudaError_t cu_launch_widen(cudaStream_t st, float *dst, const void *
     return cudaGetLastError();
 }
 
+/* One block per row; 16-byte accesses when both rows allow them. Host rows are read and written
+ * over the bus as the threads touch them: many blocks in flight keep many requests open. */
+__global__ void gather_kernel(uint8_t *dst, const cu_rowtab *tab, uint32_t row_bytes)
+{
+    const uint32_t r = blockIdx.x;
+    if (r >= tab->n)
+        return;
+    const uint8_t *src = (const uint8_t *)tab->ptr[r];
+    uint8_t *d = dst + (size_t)r * row_bytes;
+    if (!src)
+        return;
+    if ((((uintptr_t)src | (uintptr_t)d | row_bytes) & 15) == 0) {
+        for (uint32_t i = threadIdx.x * 16; i < row_bytes; i += blockDim.x * 16)
+            *(uint4 *)(d + i) = *(const uint4 *)(src + i);
+    } else {
+        for (uint32_t i = threadIdx.x * 4; i < row_bytes; i += blockDim.x * 4)
+            *(uint32_t *)(d + i) = *(const uint32_t *)(src + i);
+    }
+}
+
+__global__ void scatter_kernel(const cu_rowtab *tab, uint32_t cap, const uint8_t *src,
+                               uint32_t row_bytes)
+{
+    const uint32_t r = blockIdx.x;
+    if (r >= tab->n)
+        return;
+    uint8_t *d = (uint8_t *)tab->ptr[cap + r];
+    const uint8_t *s = src + (size_t)r * row_bytes;
+    if (!d)
+        return;
+    if ((((uintptr_t)s | (uintptr_t)d | row_bytes) & 15) == 0) {
+        for (uint32_t i = threadIdx.x * 16; i < row_bytes; i += blockDim.x * 16)
+            *(uint4 *)(d + i) = *(const uint4 *)(s + i);
+    } else {
+        for (uint32_t i = threadIdx.x * 4; i < row_bytes; i += blockDim.x * 4)
+            *(uint32_t *)(d + i) = *(const uint32_t *)(s + i);
+    }
+}
+
+extern "C" cudaError_t cu_launch_gather(cudaStream_t st, void *dst, const struct cu_rowtab *tab,
+                                        uint32_t rows, uint32_t row_bytes)
+{
+    if (!rows || (row_bytes & 3))
+        return cudaErrorInvalidValue;
+    gather_kernel<<<rows, 256, 0, st>>>((uint8_t *)dst, tab, row_bytes);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cu_launch_scatter(cudaStream_t st, const struct cu_rowtab *tab,
+                                         uint32_t cap, const void *src, uint32_t rows,
+                                         uint32_t row_bytes)
+{
+    if (!rows || rows > cap || (row_bytes & 3))
+        return cudaErrorInvalidValue;
+    scatter_kernel<<<rows, 256, 0, st>>>(tab, cap, (const uint8_t *)src, row_bytes);
+    return cudaGetLastError();
+}
+
 extern "C" cudaError_t cu_launch_fault_badconfig(cudaStream_t st)
 {
     nop_kernel<<<1, 4096, 0, st>>>(); /* > 1024 threads per block: refused at launch */

@@ -20,8 +20,18 @@
  * Flow control: a task is only taken while its lane's completion ring has a slot reserved for
  * its result (lane->owed), so results are never held back and an agent that stops reading
  * stalls only itself. In in-order mode the result of submission index i goes to completion slot
- * i (the reservation guarantees it is free) and the ring is published over the finished prefix:
- * ordering costs no copy.
+ * i (the reservation guarantees it is free); otherwise a result takes the next completion slot
+ * (lane->cmp_assign) when it is written, or, for a row the engine handles by pointer, when its
+ * batch leaves. Either way the ring is published over the prefix of written slots: ordering
+ * costs no copy.
+ *
+ * Rows by pointer (engines with host_register, lanes registered with it, unless --copy-rows):
+ * the engine reads the task's input in the agent's submission slot and writes its result
+ * straight into the completion slot reserved for it; the supervisor copies no payload at all,
+ * only writes the 32-byte result header when the batch is back. The submission slot is handed
+ * back only then, and the lane's memory stays mapped while any such row is out (lane_mem).
+ * The price: in any-order mode a result written later (a deadline expiring in the queue) is
+ * published after that lane's rows in the engine, at most one batch time later.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -35,7 +45,7 @@
 
 #define NIL UINT32_MAX
 #define F_TAKEN 1u   /* submission slot copied out (or expired): may be handed back */
-#define F_READY 2u   /* in-order mode: result written to completion slot, not yet published */
+#define F_READY 2u   /* completion slot written, not yet published (indexed by completion slot) */
 
 static uint32_t prio_of(uint8_t p) { return p < OAG_PRIORITY_LEVELS ? p : OAG_PRIORITY_LEVELS - 1; }
 
@@ -114,6 +124,8 @@ void bslot_free(struct sup *s, struct bslot *bs)
     host_free(bs->inst, bs->b.in);
     host_free(bs->inst, bs->b.out);
     free(bs->tasks);
+    free(bs->b.in_ptr);
+    free(bs->b.out_ptr);
     free(bs->b.in_len);
     free(bs->b.out_len);
     free(bs->b.status);
@@ -139,8 +151,13 @@ struct bslot *bslot_new(struct sup *s, struct inst *in)
     bs->b.out_len = calloc(mb, sizeof(uint32_t));
     bs->b.status = calloc(mb, sizeof(int32_t));
     bs->b.user = bs;
+    int by_ptr = in->ops->host_register && !s->cfg.copy_rows;
+    if (by_ptr) {
+        bs->b.in_ptr = calloc(mb, sizeof *bs->b.in_ptr);
+        bs->b.out_ptr = calloc(mb, sizeof *bs->b.out_ptr);
+    }
     if (!bs->b.in || !bs->b.out || !bs->tasks || !bs->b.in_len || !bs->b.out_len ||
-        !bs->b.status) {
+        !bs->b.status || (by_ptr && (!bs->b.in_ptr || !bs->b.out_ptr))) {
         bslot_free(s, bs);
         return NULL;
     }
@@ -170,24 +187,35 @@ static void lane_mark_touched(struct sup *s, struct lane *l)
     }
 }
 
-/* Writes one result into the lane's completion ring (not yet published). */
-static void lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx, uint64_t ticket,
-                            int32_t status, const void *data, uint32_t len)
+/* The completion slot for the result of submission sub_idx (taking it from lane->owed). */
+static uint32_t lane_assign(struct sup *s, struct lane *l, uint32_t sub_idx)
 {
-    struct oag_slot_hdr *slot;
+    l->owed--;
+    return s->cfg.in_order ? sub_idx : l->cmp_assign++;
+}
+
+/* Completion slots reserved from cmp.mine on: written or to be written, not yet published. */
+static uint32_t lane_reserved(struct sup *s, struct lane *l)
+{
     if (s->cfg.in_order)
-        slot = ring_slot(&l->cmp, sub_idx);
-    else
-        slot = ring_slot(&l->cmp, l->cmp.mine + l->pending);
+        return l->intake - l->cmp.mine;
+    return l->owed + (l->cmp_assign - l->cmp.mine);
+}
+
+/* Writes one result into the lane's completion ring (not yet published): into completion slot
+ * cidx if the task has one already (rows by pointer: the engine wrote the payload there, data
+ * is NULL), else into the one it is given now. */
+static void lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx, uint32_t cidx,
+                            uint64_t ticket, int32_t status, const void *data, uint32_t len)
+{
+    if (cidx == NIL)
+        cidx = lane_assign(s, l, sub_idx);
+    struct oag_slot_hdr *slot = ring_slot(&l->cmp, cidx);
     struct oag_slot_hdr h = { .ticket = ticket, .len = len, .status = status };
     memcpy(slot, &h, sizeof h);
-    if (len)
+    if (len && data)
         add_copy(&s->bat, slot + 1, data, len); /* copied before the lane is published */
-    if (s->cfg.in_order)
-        l->flags[sub_idx & l->sub.mask] |= F_READY;
-    else
-        l->pending++;
-    l->owed--;
+    l->flags[cidx & l->cmp.mask] |= F_READY;
     l->tasks_done++;
     s->tasks_done++;
     if (status == 0)
@@ -219,30 +247,40 @@ static void publish_touched(struct sup *s)
         bt->trace_unpub = bt->trace_n - TRACE_CAP;
     for (; bt->trace_unpub < bt->trace_n; bt->trace_unpub++)
         bt->trace[bt->trace_unpub % TRACE_CAP].pub_ns = pub;
+    uint32_t nwake = 0;
     for (uint32_t k = 0; k < bt->ntouched; k++) {
         struct lane *l = &s->lanes[bt->touched[k]];
         l->touched = 0;
         if (!l->in_use)
             continue;
-        uint32_t n = 0;
-        if (s->cfg.in_order) {
-            uint32_t idx = l->cmp.mine;
-            while (l->flags[idx & l->sub.mask] & F_READY) {
-                l->flags[idx & l->sub.mask] &= (uint8_t)~F_READY;
-                idx++;
-                n++;
-            }
-        } else {
-            n = l->pending;
-            l->pending = 0;
+        uint32_t n = 0, idx = l->cmp.mine;
+        while (l->flags[idx & l->cmp.mask] & F_READY) {
+            l->flags[idx & l->cmp.mask] &= (uint8_t)~F_READY;
+            idx++;
+            n++;
         }
         if (n) {
             ring_prod_publish(&l->cmp, n);
             if (ring_prod_needs_wake(&l->cmp))
-                lane_wake(s, l);
+                bt->wake_fd[nwake++] = l->cmp_efd;
         }
     }
     bt->ntouched = 0;
+    /* A few wake-ups are written here (a hand-off would only add latency); a burst goes to the
+     * waker thread, so the loop goes on batching while they are written. */
+    bt->wakes += nwake;
+    if (nwake <= 2 || !s->waker.on) {
+        for (uint32_t k = 0; k < nwake; k++) {
+            uint64_t one = 1;
+            if (write(bt->wake_fd[k], &one, sizeof one) < 0 && errno != EAGAIN)
+                log_debug("wake-up: %s", strerror(errno));
+        }
+    } else {
+        for (uint32_t k = 0; k < nwake; k++)
+            waker_wake(&s->waker, bt->wake_fd[k]);
+        waker_flush(&s->waker);
+        bt->wakes_handed += nwake;
+    }
 }
 
 /* ---- intake ---------------------------------------------------------------------------- */
@@ -276,13 +314,13 @@ static uint32_t intake_lane(struct sup *s, struct lane *l, uint32_t want, uint64
     uint32_t fresh = (uint32_t)avail - (l->intake - l->sub.mine);
     if (fresh == 0)
         return 0;
-    int space = ring_prod_space(&l->cmp, l->owed + l->pending + 1);
+    uint32_t reserved = lane_reserved(s, l);
+    int space = ring_prod_space(&l->cmp, reserved + 1);
     if (space < 0) {
         lane_cut(s, l, "completion ring index out of range");
         return 0;
     }
-    uint32_t room = (uint32_t)space > l->owed + l->pending ? (uint32_t)space - l->owed - l->pending
-                                                           : 0;
+    uint32_t room = (uint32_t)space > reserved ? (uint32_t)space - reserved : 0;
     uint32_t n = fresh < want ? fresh : want;
     if (n > room)
         n = room;
@@ -343,9 +381,11 @@ int batcher_collect(struct sup *s)
     int total = 0;
     if (s->nactive == 0 || !s->ready)
         return 0;
+    /* A fair share of a batch per lane per sweep, and at least 32: consecutive tasks of a lane
+     * sit in consecutive slots, and an engine moves such runs in one copy. */
     uint32_t quantum = s->cfg.max_batch / s->nactive;
-    if (quantum < 8)
-        quantum = 8;
+    if (quantum < 32)
+        quantum = 32;
     uint64_t now = now_ns();
     /* Sweep until the queues are full or a whole sweep found nothing. */
     uint32_t idle = 0;
@@ -408,7 +448,7 @@ void batcher_expire(struct sup *s, uint64_t now)
             metrics_task_done(s, p->submit_ns, now, -ETIMEDOUT);
             trace_add(bt, p->lane, p->gen, p->ticket, p->submit_ns, p->enq_ns, 0, 0, 0,
                       -ETIMEDOUT);
-            lane_put_result(s, l, p->idx, p->ticket, -ETIMEDOUT, NULL, 0);
+            lane_put_result(s, l, p->idx, NIL, p->ticket, -ETIMEDOUT, NULL, 0);
             lane_release_prefix(l);
         }
     }
@@ -437,7 +477,7 @@ static void fail_queued(struct sup *s, int err)
             l->flags[p.idx & l->sub.mask] |= F_TAKEN;
             metrics_task_done(s, p.submit_ns, now_ns(), err);
             trace_add(bt, p.lane, p.gen, p.ticket, p.submit_ns, p.enq_ns, 0, 0, 0, err);
-            lane_put_result(s, l, p.idx, p.ticket, err, NULL, 0);
+            lane_put_result(s, l, p.idx, NIL, p.ticket, err, NULL, 0);
             lane_release_prefix(l);
         }
         bt->qtail[q] = NIL;
@@ -486,6 +526,10 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
     struct batcher *bt = &s->bat;
     uint32_t rows = 0, nrel = 0;
     uint64_t now = now_ns();
+    /* What the engine may write into a row: its output row, or (identity) an input's length,
+     * itself at most the lane's max payload. */
+    struct inst *ei = bs->inst;
+    uint32_t out_row = ei->ops->out_row_bytes ? ei->ops->out_row_bytes(ei->e) : 0;
     for (int q = 0; q < OAG_PRIORITY_LEVELS && rows < n; q++) {
         while (rows < n && bt->qhead[q] != NIL) {
             uint32_t pi = bt->qhead[q];
@@ -504,23 +548,37 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
                 bt->dropped++;
                 continue;
             }
-            /* The payload's only copy: from the agent's slot into the engine's buffer (run
-             * below, before the slots are handed back). */
-            add_copy(bt, bs->b.in + (size_t)rows * bs->b.in_stride,
-                     ring_slot(&l->sub, copy.idx) + 1, copy.len);
+            struct task *t = &bs->tasks[rows];
+            *t = (struct task){ .lane = copy.lane, .gen = copy.gen, .idx = copy.idx,
+                                .cidx = NIL, .ticket = copy.ticket,
+                                .deadline_ns = copy.deadline_ns, .submit_ns = copy.submit_ns,
+                                .enq_ns = copy.enq_ns };
             bs->b.in_len[rows] = copy.len;
-            bs->tasks[rows] = (struct task){ .lane = copy.lane, .gen = copy.gen,
-                                             .idx = copy.idx, .ticket = copy.ticket,
-                                             .deadline_ns = copy.deadline_ns,
-                                             .submit_ns = copy.submit_ns,
-                                             .enq_ns = copy.enq_ns };
+            if (bs->b.in_ptr && l->mem->registered && out_row <= l->hdr.max_payload) {
+                /* By pointer: the engine reads the agent's slot and writes the completion slot
+                 * reserved here; the submission slot is handed back when the batch is. */
+                t->cidx = lane_assign(s, l, copy.idx);
+                t->mem = l->mem;
+                l->mem->refs++;
+                bs->b.in_ptr[rows] = (const uint8_t *)(ring_slot(&l->sub, copy.idx) + 1);
+                bs->b.out_ptr[rows] = (uint8_t *)(ring_slot(&l->cmp, t->cidx) + 1);
+            } else {
+                /* The payload's only copy: from the agent's slot into the engine's buffer (run
+                 * below, before the slots are handed back). */
+                uint8_t *in = bs->b.in + (size_t)rows * bs->b.in_stride;
+                add_copy(bt, in, ring_slot(&l->sub, copy.idx) + 1, copy.len);
+                if (bs->b.in_ptr) {
+                    bs->b.in_ptr[rows] = in;
+                    bs->b.out_ptr[rows] = bs->b.out + (size_t)rows * bs->b.out_stride;
+                }
+                l->flags[copy.idx & l->sub.mask] |= F_TAKEN;
+                if (!l->release_mark) {
+                    l->release_mark = 1;
+                    bt->released[nrel++] = copy.lane;
+                }
+            }
             bt->queue_ns += now - copy.enq_ns;
             metrics_task_queued(s, now - copy.enq_ns);
-            l->flags[copy.idx & l->sub.mask] |= F_TAKEN;
-            if (!l->release_mark) {
-                l->release_mark = 1;
-                bt->released[nrel++] = copy.lane;
-            }
             rows++;
         }
     }
@@ -620,12 +678,24 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
         bs->inst->consec_errors = 0;
     }
     bt->compute_ns += done_ns - bs->start_ns;
+    uint32_t nrel = 0;
     for (uint32_t i = 0; i < n; i++) {
         struct task *t = &bs->tasks[i];
         struct lane *l = &s->lanes[t->lane];
+        struct lane_mem *mem = t->mem;
+        t->mem = NULL;
         if (!l->in_use || l->generation != t->gen) {
             bt->dropped++;
+            lane_mem_put(s, mem); /* the lane went while its row was out: maybe its last */
             continue;
+        }
+        if (mem) {
+            lane_mem_put(s, mem); /* the lane's own reference keeps it */
+            l->flags[t->idx & l->sub.mask] |= F_TAKEN;
+            if (!l->release_mark) {
+                l->release_mark = 1;
+                bt->released[nrel++] = t->lane;
+            }
         }
         int32_t status = b->whole_rc < 0 ? b->whole_rc : b->status[i];
         uint32_t len = status == 0 ? b->out_len[i] : 0;
@@ -641,8 +711,16 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
         metrics_task_done(s, t->submit_ns, done_ns, status);
         trace_add(bt, t->lane, t->gen, t->ticket, t->submit_ns, t->enq_ns, bs->start_ns, done_ns,
                   n, status);
-        lane_put_result(s, l, t->idx, t->ticket, status,
-                        b->out + (size_t)i * b->out_stride, len);
+        if (mem)
+            lane_put_result(s, l, t->idx, t->cidx, t->ticket, status, NULL, len);
+        else
+            lane_put_result(s, l, t->idx, NIL, t->ticket, status,
+                            b->out + (size_t)i * b->out_stride, len);
+    }
+    for (uint32_t k = 0; k < nrel; k++) {
+        struct lane *l = &s->lanes[bt->released[k]];
+        l->release_mark = 0;
+        lane_release_prefix(l);
     }
     metrics_batch(s, n);
     bt->batches++;

@@ -424,7 +424,7 @@ enum {
     O_MAX_BATCH = 256, O_MAX_DELAY, O_MAX_PAYLOAD, O_RING_SLOTS, O_MAX_LANES, O_SPIN,
     O_RDELAY, O_RMAX, O_RBURST, O_RWINDOW, O_STOP, O_ALLOW_UID, O_ALLOW_GID, O_SOCK_MODE,
     O_LOG_DIR, O_LOG_MAX, O_LOG_KEEP, O_EXIT_FLEET, O_GPUS, O_THREADS, O_PREFERRED, O_MAX_QUEUE,
-    O_IN_ORDER, O_COPY_THREADS, O_METRICS,
+    O_IN_ORDER, O_COPY_THREADS, O_METRICS, O_COPY_ROWS,
 };
 
 #define OFF(field) offsetof(struct sup_config, field)
@@ -462,6 +462,9 @@ static const struct opt opts[] = {
       "4096); when full, submits fail at once with -EBUSY" },
     { "in-order", O_IN_ORDER, NULL, set_switch, 0, 0, OFF(in_order), 0,
       "complete each agent's tasks in submission order" },
+    { "copy-rows", O_COPY_ROWS, NULL, set_switch, 0, 0, OFF(copy_rows), 0,
+      "copy every row through the supervisor's batch buffers, even\n"
+      "where the engine could read and write agents' lanes directly" },
     { "copy-threads", O_COPY_THREADS, "N", set_int, 0, 64, OFF(copy_threads), 0,
       "threads that help copy rows of large batches (default: a\n"
       "quarter of the cores, at most 8, none below 8 cores)" },

@@ -107,6 +107,7 @@ static void status(struct sup *s, struct out *o, int json)
                 "\"reloading\":%s,"
                 "\"max_queue\":%u,\"queued\":%u,\"in_order\":%s,\"tasks_ok\":%llu,"
                 "\"tasks_failed\":%llu,\"engine_errors\":%llu,\"busy_events\":%llu,"
+                "\"copy_rows\":%s,\"wakes\":%llu,\"wakes_by_thread\":%llu,"
                 "\"agents\":[",
              (int)getpid(), s->cfg.name, s->engine_ops->name, up, (unsigned long long)s->tasks_done,
              (unsigned long long)s->bat.batches, (unsigned long long)s->bat.dropped,
@@ -118,7 +119,8 @@ static void status(struct sup *s, struct out *o, int json)
              s->cfg.max_queue, s->bat.npend,
              s->cfg.in_order ? "true" : "false", (unsigned long long)s->bat.ok,
              (unsigned long long)s->bat.failed, (unsigned long long)s->bat.engine_errors,
-             (unsigned long long)s->bat.busy_events);
+             (unsigned long long)s->bat.busy_events, s->cfg.copy_rows ? "true" : "false",
+             (unsigned long long)s->bat.wakes, (unsigned long long)s->bat.wakes_handed);
     } else {
         outf(o, "supervisor pid %d name %s engine %s up %.1fs tasks %llu batches %llu "
                 "(avg %.1f) lanes %u fleet %d\n",

@@ -52,6 +52,10 @@ static int warm_one(struct sup *s, struct inst *in, uint32_t n, uint32_t row_byt
     for (uint32_t i = 0; i < n; i++) {
         memset(bs->b.in + (size_t)i * bs->b.in_stride, 0, row_bytes);
         bs->b.in_len[i] = row_bytes;
+        if (bs->b.in_ptr) { /* the by-pointer path, as batches from lanes will take it */
+            bs->b.in_ptr[i] = bs->b.in + (size_t)i * bs->b.in_stride;
+            bs->b.out_ptr[i] = bs->b.out + (size_t)i * bs->b.out_stride;
+        }
     }
     int rc = inst_submit(in, &bs->b);
     if (rc == 0) {

@@ -30,6 +30,7 @@ struct inst {
     uint64_t retry_ns;          /* failed: when to try re-creating it */
     struct oag_engine_params params; /* what it was created with (re-creation) */
     int threaded_req;
+    int delay_us;               /* test builds: extra time per batch (OAG_FAULT_ENGINE_DELAY_US) */
     uint64_t batches, rows, busy_ns, errors;
     uint64_t busy_since;        /* async: when inflight last went from 0 to 1 */
     /* worker thread for synchronous backends */

@@ -140,7 +140,10 @@ int main(int argc, char **argv)
     err = engines_start(&s);
     if (err)
         goto out_instance;
+    if ((err = waker_start(&s.waker)) != 0)
+        log_warn("no waker thread (%s): wake-ups are written by the loop", strerror(-err));
     rc = loop_run(&s);
+    waker_stop(&s.waker); /* writes and closes whatever the loop queued last */
     notify_tick(&s, now_ns()); /* STOPPING=1, if the loop ended before its timer sent it */
     log_info("stopped: %llu tasks in %llu batches", (unsigned long long)s.tasks_done,
              (unsigned long long)s.bat.batches);
