@@ -5,7 +5,9 @@
  * differs; oag's supervisor runs with --max-delay-us 0 likewise. Synchronous agents (one task at
  * a time) at each count of --scale-agents (1, 8, 64, 512): tasks/s, p50, p99. The 1-agent rows
  * are the latency comparison; "no spin" is oag with the supervisor at --spin-us 0 and the agent
- * at OAG_SPIN_US=0 (pure shared memory + eventfd wake-ups).
+ * at OAG_SPIN_US=0 (pure shared memory + eventfd wake-ups). A last section compares the
+ * transports alone (64-byte round trips, no model): ZeroMQ PAIR, bare ring + eventfd, oag_infer
+ * asleep and awake against an identity supervisor (--iters, at most 20000).
  */
 #include "bench.h"
 
@@ -21,6 +23,61 @@ static struct mrun_cfg cfg_for(struct tctx *c, unsigned na)
         .spin_us = o->tput_spin_us,
     };
     return cfg;
+}
+
+/* Transport only (64-byte messages, no model): ZeroMQ PAIR ping-pong (the RPC transport), the
+ * bare ring + eventfd ping-pong, and oag_infer against an identity supervisor asleep (no
+ * spinning: shared memory + eventfd) and awake (default spin). --iters round trips each. */
+static void transport(struct tctx *c)
+{
+    struct opts oo = *c->o;
+    if (oo.iters > 20000)
+        oo.iters = 20000;
+    oo.warmup = oo.iters / 10 < 100 ? 100 : oo.iters / 10;
+    uint32_t *samples = malloc((size_t)oo.iters * sizeof *samples);
+    struct lat_res lat[4] = {
+        { .name = "ZeroMQ PAIR ipc:// (RPC transport)" },
+        { .name = "shm ring + eventfd, blocking read()" },
+        { .name = "oag_infer, asleep (shm + eventfd)" },
+        { .name = "oag_infer, awake (default spin)" },
+    };
+    static const char *const sys[4] = { "transport-zmq", "transport-eventfd",
+                                        "transport-oag-asleep", "transport-oag-awake" };
+    for (int k = 0; k < 4 && samples && !g_stop; k++) {
+        fprintf(stderr, "oag-bench:   transport: %s ...\n", lat[k].name);
+        int rc = k == 0 ? bench_zmq_pair(&oo, samples)
+                 : k == 1 ? bench_pingpong(&oo, 1, samples)
+                          : bench_oag_latency(&oo, k == 2, samples);
+        if (rc) {
+            warn("transport: %s: %s", lat[k].name, oag_strerror(rc));
+            c->failures++;
+        } else {
+            summarize(&lat[k], samples, oo.iters);
+        }
+    }
+    free(samples);
+    printf("  transport only (64-byte round trips, identity engine, %u each): p50 / p99 us\n",
+           oo.iters);
+    for (int k = 0; k < 4; k++) {
+        cJSON *j = trow(c, sys[k], lat[k].name);
+        cJSON_AddBoolToObject(j, "ok", lat[k].ok);
+        if (!lat[k].ok) {
+            printf("    %-40s %9s\n", lat[k].name, "n/a");
+            continue;
+        }
+        jnum(j, "p50_us", lat[k].p50);
+        jnum(j, "p99_us", lat[k].p99);
+        printf("    %-40s %9.2f %9.2f", lat[k].name, lat[k].p50, lat[k].p99);
+        if (k >= 2 && lat[0].ok)
+            printf("   %.2fx ZeroMQ", lat[k].p50 / lat[0].p50);
+        printf("\n");
+    }
+    if (lat[0].ok && lat[2].ok) {
+        cJSON *s = cJSON_GetObjectItem(c->root, "summary");
+        if (!s)
+            s = cJSON_AddObjectToObject(c->root, "summary");
+        jnum(s, "transport_latency_ratio_asleep", lat[2].p50 / lat[0].p50);
+    }
 }
 
 int t_rpc(struct tctx *c)
@@ -129,6 +186,7 @@ int t_rpc(struct tctx *c)
         jnum(s, "rpc_scaling", sr);
         jnum(s, "tasks_s_ratio_max_agents", ro[n - 1].tasks_s / rr[n - 1].tasks_s);
     }
+    transport(c);
     tprint_guide("RPC 1.8 ms -> shared memory + event notification 0.6 ms; 3x scalability "
                  "from 1 to 512 agents");
     cJSON *g = cJSON_AddObjectToObject(c->root, "guide");
