@@ -35,6 +35,12 @@ def main():
     if not (BENCH and os.access(BENCH, os.X_OK) and GEN and os.access(GEN, os.X_OK)):
         print("SKIP: oag-bench or oag-gen-model not built")
         return 77
+    # bad input: a clear error and exit status 2, nothing run
+    for bad in (["table", "9"], ["table"], ["table", "3", "--ramp", "x"], ["--table", "0"]):
+        p = subprocess.run([BENCH] + bad, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, timeout=30)
+        if p.returncode != 2 or "oag-bench:" not in p.stderr:
+            fail(f"oag-bench {' '.join(bad)}: exit {p.returncode}, stderr {p.stderr[:200]!r}")
     with tempfile.TemporaryDirectory(prefix="oag-bench-test-") as tmp:
         model = os.path.join(tmp, "tiny")
         subprocess.run([GEN, "--out", model, "--input", "32", "--hidden", "64", "--output", "16",
