@@ -74,7 +74,10 @@
 #define CU_SLEEP_MIN_NS 200000L   /* shorter predicted batches are not slept through */
 #define CU_SPIN_LEAD_NS 100000L   /* wake this long before the predicted end */
 #define CU_SPIN_MIN_NS 20000L
-#define CU_RUN_BYTES ((size_t)64 << 10)
+/* Runs by cudaMemcpy2DAsync are off by default (OAG_CUDA_RUN_BYTES=N turns them on): on the
+ * H100 machine each call costs the submitting thread tens of microseconds, more than the copy
+ * engines gain over the kernels (docs/BENCHMARKS.md). */
+#define CU_RUN_BYTES ((size_t)-1)
 #define CU_RETRY_NS 100000000L    /* after a reset, retry bringing the device back this often */
 #define CU_LOST_NS 10000000000L   /* until this long has passed: then -ENODEV, retries each 1 s */
 #define CU_LOST_RETRY_NS 1000000000L
@@ -916,7 +919,7 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
     v = getenv("OAG_CUDA_ROWS");           /* kernel (default) | dma */
     e->dma_rows = v && !strcmp(v, "dma");
     v = getenv("OAG_CUDA_RUN_BYTES");
-    e->run_bytes = v ? (size_t)atol(v) : CU_RUN_BYTES;
+    e->run_bytes = v && atol(v) > 0 ? (size_t)atol(v) : CU_RUN_BYTES;
     e->dma_dst = calloc(p->max_batch, sizeof *e->dma_dst);
     e->dma_src = calloc(p->max_batch, sizeof *e->dma_src);
     e->dma_size = calloc(p->max_batch, sizeof *e->dma_size);
@@ -1101,7 +1104,10 @@ static void cuda_host_free(struct oag_engine *e, void *p)
 static uint32_t find_runs(const void **tab, uint32_t n, uint32_t row, size_t min_bytes,
                           struct cu_run *runs)
 {
-    uint32_t nr = 0, min_rows = (uint32_t)((min_bytes + row - 1) / row);
+    if (min_bytes == (size_t)-1)
+        return 0; /* off */
+    size_t mr = min_bytes / row + (min_bytes % row != 0);
+    uint32_t nr = 0, min_rows = mr > n ? n + 1 : (uint32_t)mr;
     if (min_rows < 2)
         min_rows = 2;
     for (uint32_t i = 0; i < n;) {

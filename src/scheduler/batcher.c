@@ -326,6 +326,9 @@ static uint32_t intake_lane(struct sup *s, struct lane *l, uint32_t want, uint64
         n = room;
     if (n > bt->pool_cap - bt->pool_used)
         n = bt->pool_cap - bt->pool_used;
+    /* The headers were written on the agent's core: start every miss at once. */
+    for (uint32_t k = 0; k < n; k++)
+        __builtin_prefetch(ring_slot(&l->sub, l->intake + k), 0);
     for (uint32_t k = 0; k < n; k++) {
         uint32_t idx = l->intake;
         struct oag_slot_hdr h;
@@ -381,11 +384,9 @@ int batcher_collect(struct sup *s)
     int total = 0;
     if (s->nactive == 0 || !s->ready)
         return 0;
-    /* A fair share of a batch per lane per sweep, and at least 32: consecutive tasks of a lane
-     * sit in consecutive slots, and an engine moves such runs in one copy. */
     uint32_t quantum = s->cfg.max_batch / s->nactive;
-    if (quantum < 32)
-        quantum = 32;
+    if (quantum < 8)
+        quantum = 8;
     uint64_t now = now_ns();
     /* Sweep until the queues are full or a whole sweep found nothing. */
     uint32_t idle = 0;
@@ -457,6 +458,8 @@ void batcher_expire(struct sup *s, uint64_t now)
 }
 
 /* ---- dispatch -------------------------------------------------------------------------- */
+
+static void run_retries(struct sup *s);
 
 /* Completes every queued task with status err (no engine can serve it). */
 static void fail_queued(struct sup *s, int err)
@@ -620,6 +623,8 @@ static struct bslot *pick_slot(struct sup *s)
 int batcher_dispatch(struct sup *s, uint64_t now, uint64_t *wake_at)
 {
     int started = 0;
+    if (s->bat.nretry)
+        run_retries(s);
     for (;;) {
         uint32_t n = batch_size_now(s, now, wake_at);
         if (n == 0)
@@ -638,6 +643,8 @@ int batcher_dispatch(struct sup *s, uint64_t now, uint64_t *wake_at)
         bs->b.n = rows;
         bs->busy = 1;
         bs->start_ns = now_ns();
+        bs->run = bs->inst;
+        bs->retried = 0;
         int rc = inst_submit(bs->inst, &bs->b);
         if (rc < 0) {
             log_warn("engine %s: batch of %u could not start: %s", bs->inst->ops->name, rows,
@@ -657,27 +664,108 @@ int batcher_dispatch(struct sup *s, uint64_t now, uint64_t *wake_at)
 
 /* ---- completion ------------------------------------------------------------------------ */
 
+/* The least loaded healthy instance other than `not` with room for a batch; *any is set if a
+ * healthy one exists at all (room or not). */
+static struct inst *other_instance(struct sup *s, const struct inst *not, int *any)
+{
+    struct inst *best = NULL;
+    *any = 0;
+    for (uint32_t i = 0; i < s->ninst; i++) {
+        struct inst *in = s->inst[i];
+        if (in == not || in->retired || in->failed)
+            continue;
+        *any = 1;
+        if (in->inflight < in->max_inflight && (!best || in->inflight < best->inflight))
+            best = in;
+    }
+    return best;
+}
+
+/* Runs a failed batch again on `in`. Returns 0, or -1 if it could not start. */
+static int rerun(struct sup *s, struct bslot *bs, struct inst *in)
+{
+    bs->run = in;
+    if (inst_submit(in, &bs->b) < 0)
+        return -1;
+    s->bat.retried++;
+    if (inst_event_fd(in) < 0) { /* inline: it has finished already */
+        struct oag_batch *done;
+        while ((done = inst_reap(in)) != NULL)
+            batcher_complete(s, done);
+    }
+    return 0;
+}
+
+/* After a whole-batch failure on one instance: the batch runs once more on another healthy
+ * instance (a failing GPU's tasks go to the others), at once if one has room, else when one
+ * has (batcher_dispatch runs waiting retries first). Returns 1 if the batch will come back
+ * again, 0 if its tasks are to fail now (no other healthy instance, or it failed twice). */
+static int retry_elsewhere(struct sup *s, struct bslot *bs)
+{
+    if (bs->retried)
+        return 0;
+    int any;
+    struct inst *in = other_instance(s, bs->run, &any);
+    if (!any)
+        return 0;
+    bs->retried = 1;
+    if (in)
+        return rerun(s, bs, in) == 0;
+    s->bat.retry_q[s->bat.nretry++] = bs; /* at most one entry per batch slot */
+    return 1;
+}
+
+/* Starts waiting retries on instances with room; fails them if no healthy instance is left. */
+static void run_retries(struct sup *s)
+{
+    struct batcher *bt = &s->bat;
+    while (bt->nretry) {
+        struct bslot *bs = bt->retry_q[0];
+        int any;
+        struct inst *in = other_instance(s, bs->run, &any);
+        if (any && !in)
+            return; /* wait for room */
+        memmove(bt->retry_q, bt->retry_q + 1, --bt->nretry * sizeof bt->retry_q[0]);
+        if (!in || rerun(s, bs, in) < 0) {
+            bs->b.whole_rc = -EIO;
+            batcher_complete(s, &bs->b); /* retried is set: its tasks fail now */
+        }
+    }
+}
+
 void batcher_complete(struct sup *s, struct oag_batch *b)
 {
     struct batcher *bt = &s->bat;
     struct bslot *bs = b->user;
+    struct inst *run = bs->run ? bs->run : bs->inst;
     uint64_t done_ns = now_ns();
     uint32_t n = b->n;
     if (b->whole_rc < 0) {
         bt->engine_errors++;
-        log_warn("engine %s (device %d) failed a batch of %u: %s", bs->inst->ops->name,
-                 bs->inst->device, n, strerror(-b->whole_rc));
-        if (++bs->inst->consec_errors >= 3 && !bs->inst->failed) {
-            bs->inst->failed = 1;
-            bs->inst->retry_ns = done_ns;
+        log_warn("engine %s (device %d) failed a batch of %u: %s", run->ops->name,
+                 run->device, n, strerror(-b->whole_rc));
+        if (++run->consec_errors >= 3 && !run->failed) {
+            run->failed = 1;
+            /* At once the first time; an instance that fails again within 10 s of its
+             * re-creation (a GPU that keeps breaking) waits 1, 2, 4 ... 60 s. */
+            run->retry_ns = done_ns + run->backoff_ns;
             log_err("engine %s (device %d) failed %u batches in a row: out of rotation until "
-                    "it is re-created", bs->inst->ops->name, bs->inst->device,
-                    bs->inst->consec_errors);
+                    "it is re-created", run->ops->name, run->device, run->consec_errors);
         }
+        if (retry_elsewhere(s, bs))
+            return;
     } else {
-        bs->inst->consec_errors = 0;
+        run->consec_errors = 0;
     }
     bt->compute_ns += done_ns - bs->start_ns;
+    /* Result headers go into completion slots the agents' cores hold: start those misses
+     * (for writing) before the loop below needs them. */
+    for (uint32_t i = 0; i < n; i++) {
+        const struct task *t = &bs->tasks[i];
+        const struct lane *l = &s->lanes[t->lane];
+        if (t->mem && l->in_use && l->generation == t->gen)
+            __builtin_prefetch(ring_slot(&l->cmp, t->cidx), 1);
+    }
     uint32_t nrel = 0;
     for (uint32_t i = 0; i < n; i++) {
         struct task *t = &bs->tasks[i];

@@ -424,7 +424,7 @@ enum {
     O_MAX_BATCH = 256, O_MAX_DELAY, O_MAX_PAYLOAD, O_RING_SLOTS, O_MAX_LANES, O_SPIN,
     O_RDELAY, O_RMAX, O_RBURST, O_RWINDOW, O_STOP, O_ALLOW_UID, O_ALLOW_GID, O_SOCK_MODE,
     O_LOG_DIR, O_LOG_MAX, O_LOG_KEEP, O_EXIT_FLEET, O_GPUS, O_THREADS, O_PREFERRED, O_MAX_QUEUE,
-    O_IN_ORDER, O_COPY_THREADS, O_METRICS, O_COPY_ROWS,
+    O_IN_ORDER, O_COPY_THREADS, O_METRICS, O_COPY_ROWS, O_INSTANCES,
 };
 
 #define OFF(field) offsetof(struct sup_config, field)
@@ -447,6 +447,9 @@ static const struct opt opts[] = {
       "model folder (config.json + model.safetensors)" },
     { "gpus", O_GPUS, "all|I,J,...", set_gpus, 0, 0, 0, 0,
       "GPUs for the cuda engine, one engine instance each (default all)" },
+    { "instances", O_INSTANCES, "N", set_int, 1, 16, OFF(instances), 0,
+      "engine instances of the cpu or identity engine (default 1;\n"
+      "the cuda engine has one per GPU, see --gpus)" },
     { "threads", O_THREADS, "N", set_int, 1, 1024, OFF(threads), 0,
       "BLAS threads for the cpu engine (default: a quarter of the\n"
       "cores, 1 below 8 cores; agents share the machine)" },
@@ -743,6 +746,7 @@ void config_defaults(struct sup_config *c)
     c->backend = "auto";
     c->max_queue = 4096;
     c->copy_threads = -1;
+    c->instances = 1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     c->threads = ncpu >= 8 ? (int)(ncpu / 4) : 1; /* BLAS threads for the cpu engine */
     c->max_batch = 256;

@@ -124,8 +124,9 @@ static int build(struct sup *s, const struct oag_engine_ops *ops, const char *mo
         for (int i = 0; i < ndev; i++)
             devs[i] = i;
     } else {
-        ndev = 1;
-        devs[0] = -1;
+        ndev = s->cfg.instances > 0 && s->cfg.instances <= SUP_MAX_GPUS ? s->cfg.instances : 1;
+        for (int i = 0; i < ndev; i++)
+            devs[i] = -1;
     }
     struct oag_engine_params p = {
         .max_batch = s->cfg.max_batch, .max_payload = s->cfg.max_payload, .model = out->model,
@@ -137,6 +138,8 @@ static int build(struct sup *s, const struct oag_engine_ops *ops, const char *mo
         p.device = devs[i];
         struct inst *in;
         rc = inst_create(&in, ops, &p, out->model, !strcmp(ops->name, "cpu"));
+        if (rc == 0)
+            in->ordinal = i;
         if (rc == -ENODEV && is_gpu && s->cfg.ngpus == 0 && out->n > 0) {
             rc = 0; /* past the last device */
             break;
@@ -162,18 +165,29 @@ static int build(struct sup *s, const struct oag_engine_ops *ops, const char *mo
     return rc;
 }
 
-/* Adds built instances to the rotation with their batch slots. */
+/* Adds built instances to the rotation with their batch slots: all of them, or none. Returns 0,
+ * or -ENOMEM after destroying ld's instances and model, the rotation being as it was. */
 static int adopt(struct sup *s, struct loaded *ld)
 {
+    uint32_t nslots0 = s->nslots;
+    for (uint32_t i = 0; i < ld->n; i++)
+        for (uint32_t k = 0; k < ld->inst[i]->max_inflight; k++) {
+            struct bslot *bs = bslot_new(s, ld->inst[i]);
+            if (!bs) {
+                while (s->nslots > nslots0)
+                    bslot_free(s, s->slots[--s->nslots]);
+                for (uint32_t j = 0; j < ld->n; j++)
+                    inst_destroy(ld->inst[j]);
+                oag_model_free(ld->model);
+                memset(ld, 0, sizeof *ld);
+                return -ENOMEM;
+            }
+            s->slots[s->nslots++] = bs;
+        }
     for (uint32_t i = 0; i < ld->n; i++) {
         struct inst *in = ld->inst[i];
         in->model_version = s->model_version;
-        for (uint32_t k = 0; k < in->max_inflight; k++) {
-            struct bslot *bs = bslot_new(s, in);
-            if (!bs)
-                return -ENOMEM;
-            s->slots[s->nslots++] = bs;
-        }
+        in->created_ns = now_ns();
         s->inst[s->ninst++] = in;
         int fd = inst_event_fd(in);
         if (fd >= 0)
@@ -217,8 +231,10 @@ int engines_start(struct sup *s)
     }
     s->model_version = 1;
     rc = adopt(s, &ld);
-    if (rc)
+    if (rc) {
+        log_err("cannot start engine %s: %s", s->engine_ops->name, strerror(-rc));
         return rc;
+    }
     log_info("engine %s: %u instance(s)%s%s, warmed up", s->engine_ops->name, ld.n,
              ld.model ? ", model " : "", ld.model ? ld.model->path : "");
     s->ready = 1;
@@ -293,6 +309,11 @@ void engines_recover(struct sup *s, uint64_t now)
         struct inst *old = s->inst[i];
         if (!old->failed || old->retired || old->inflight || now < old->retry_ns)
             continue;
+        int lent = 0; /* a batch of its slots still running elsewhere (retried) */
+        for (uint32_t k = 0; k < s->nslots; k++)
+            lent |= s->slots[k]->inst == old && s->slots[k]->busy;
+        if (lent)
+            continue;
         old->retry_ns = now + 1000000000ull;
         struct inst *in;
         int rc = inst_create(&in, old->ops, &old->params, old->model, old->threaded_req);
@@ -304,6 +325,12 @@ void engines_recover(struct sup *s, uint64_t now)
             continue;
         }
         in->model_version = old->model_version;
+        in->ordinal = old->ordinal;
+        in->created_ns = now;
+        if (now - old->created_ns < 10000000000ull)
+            in->backoff_ns = old->backoff_ns ? (old->backoff_ns * 2 < 60000000000ull
+                                                    ? old->backoff_ns * 2 : 60000000000ull)
+                                             : 1000000000ull;
         /* Same slot index, same model reference: swap the batch slots over to the new one. */
         for (uint32_t k = 0; k < s->nslots;) {
             if (s->slots[k]->inst != old) {
@@ -417,13 +444,18 @@ void engines_reload_event(struct sup *s)
     char reply[600];
     int status = rl.rc;
     if (rl.rc == 0) {
-        for (uint32_t i = 0; i < s->ninst; i++)
-            s->inst[i]->retired = 1;
+        /* The previous instances retire only once the new ones are in: a reload that fails
+         * here leaves the previous model serving. */
+        uint32_t old = s->ninst;
         s->model_version++;
         if (adopt(s, &rl.ld) != 0) {
+            s->model_version--;
             status = -ENOMEM;
-            snprintf(reply, sizeof reply, "reload: out of memory adopting the new model");
+            snprintf(reply, sizeof reply, "reload: out of memory adopting the new model; the "
+                                          "previous model keeps serving");
         } else {
+            for (uint32_t i = 0; i < old; i++)
+                s->inst[i]->retired = 1;
             snprintf(reply, sizeof reply, "model %s (version %u) from %s now serving",
                      s->model_name, s->model_version, rl.dir);
         }

@@ -147,10 +147,14 @@ void inst_destroy(struct inst *in)
 static long fault_batches = -1;
 int inst_fault_armed;
 
-static int fault_hit(void)
+static int fault_hit(const struct inst *in)
 {
     if (!inst_fault_armed)
         return 0; /* warm-up */
+    /* $OAG_FAULT_ENGINE_INSTANCE=K: every batch of instance K fails (a broken GPU). */
+    const char *k = getenv("OAG_FAULT_ENGINE_INSTANCE");
+    if (k && *k)
+        return atoi(k) == in->ordinal;
     if (fault_batches < 0) {
         const char *v = getenv("OAG_FAULT_ENGINE_BATCHES");
         fault_batches = v ? strtol(v, NULL, 10) : 0;
@@ -163,7 +167,11 @@ static int fault_hit(void)
 }
 #else
 int inst_fault_armed;
-static int fault_hit(void) { return 0; }
+static int fault_hit(const struct inst *in)
+{
+    (void)in;
+    return 0;
+}
 #endif
 
 int inst_submit(struct inst *in, struct oag_batch *b)
@@ -171,7 +179,7 @@ int inst_submit(struct inst *in, struct oag_batch *b)
     if (in->inflight >= in->max_inflight)
         return -EBUSY;
     b->whole_rc = 0;
-    if (fault_hit()) {
+    if (fault_hit(in)) {
         b->whole_rc = -EIO;
         in->inline_done[in->inline_n++] = b;
         in->inflight++;

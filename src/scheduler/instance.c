@@ -129,8 +129,11 @@ static int open_socket(struct sup *s)
         unlink(path);
     }
     s->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (s->listen_fd < 0)
-        return -errno;
+    if (s->listen_fd < 0) {
+        int e = errno;
+        log_err("cannot create the control socket: %s", strerror(e));
+        return -e;
+    }
     mode_t old = umask(0177);
     int rc = bind(s->listen_fd, (struct sockaddr *)&sa, sizeof sa);
     umask(old);
@@ -144,8 +147,11 @@ static int open_socket(struct sup *s)
         mode = (s->cfg.nallow_uid || s->cfg.nallow_gid) ? 0666 : 0600;
     if (chmod(path, (mode_t)mode) < 0)
         log_warn("chmod %s: %s", path, strerror(errno));
-    if (listen(s->listen_fd, 512) < 0)
-        return -errno;
+    if (listen(s->listen_fd, 512) < 0) {
+        int e = errno;
+        log_err("cannot listen on %s: %s", path, strerror(e));
+        return -e;
+    }
     return 0;
 }
 
@@ -164,16 +170,25 @@ static int open_region(struct sup *s)
         return rc;
     }
     s->region_size = (sizeof(struct oag_region) + 4095) & ~(size_t)4095;
-    if (ftruncate(s->region_fd, (off_t)s->region_size) < 0)
-        return -errno;
+    if (ftruncate(s->region_fd, (off_t)s->region_size) < 0) {
+        rc = -errno;
+        log_err("cannot size the shared-memory segment %s: %s", s->region_name, strerror(-rc));
+        return rc;
+    }
     void *p = mmap(NULL, s->region_size, PROT_READ | PROT_WRITE, MAP_SHARED, s->region_fd, 0);
-    if (p == MAP_FAILED)
-        return -errno;
+    if (p == MAP_FAILED) {
+        rc = -errno;
+        log_err("cannot map the shared-memory segment %s: %s", s->region_name, strerror(-rc));
+        return rc;
+    }
     s->region = p;
     /* A read-only descriptor is what agents get: they can map it PROT_READ only. */
     s->region_ro_fd = shm_open(s->region_name, O_RDONLY | O_CLOEXEC, 0);
-    if (s->region_ro_fd < 0)
-        return -errno;
+    if (s->region_ro_fd < 0) {
+        rc = -errno;
+        log_err("shm_open %s (read-only): %s", s->region_name, strerror(-rc));
+        return rc;
+    }
     struct oag_region *r = s->region;
     r->hdr.size = s->region_size;
     r->hdr.sup_pid = (uint32_t)getpid();
@@ -196,8 +211,10 @@ int instance_open(struct sup *s)
         rc = open_region(s);
     if (rc == 0) {
         s->doorbell_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (s->doorbell_fd < 0)
+        if (s->doorbell_fd < 0) {
             rc = -errno;
+            log_err("cannot create the doorbell eventfd: %s", strerror(-rc));
+        }
     }
     return rc;
 }

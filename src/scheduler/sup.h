@@ -59,6 +59,7 @@ struct sup_config {
     int gpus[SUP_MAX_GPUS];    /* device list for cuda */
     int ngpus;                 /* 0: all */
     int threads;               /* BLAS threads for cpu */
+    int instances;             /* engine instances of a backend without devices (cpu, identity) */
     int copy_threads;          /* row-copy helpers for large batches (-1: by core count) */
     const char *config_path;   /* --config FILE, or NULL */
     uint64_t log_max_bytes;    /* --log-dir: rotate agent-ID.log before it exceeds this */
@@ -184,7 +185,9 @@ struct trace_rec {
 struct bslot {
     struct oag_batch b;
     struct task *tasks;
-    struct inst *inst;
+    struct inst *inst;         /* owns the buffers */
+    struct inst *run;          /* runs the batch: inst, or another after a failure there */
+    int retried;               /* this batch already ran again elsewhere once */
     int busy;
     uint64_t start_ns;
 };
@@ -203,6 +206,9 @@ struct batcher {
     uint64_t wakes, wakes_handed;
     uint64_t batches, tasks_total, dropped, timed_out, ok, failed, engine_errors;
     uint64_t busy_events, queue_ns, compute_ns;
+    uint64_t retried;          /* batches run again on another instance after a failure */
+    struct bslot *retry_q[SUP_MAX_GPUS * 2 * 8]; /* failed batches waiting for an instance */
+    uint32_t nretry;
     struct trace_rec *trace;   /* the last TRACE_CAP finished tasks, a ring */
     uint64_t trace_n;          /* records written so far */
     uint64_t trace_unpub;      /* first record whose pub_ns is not set yet */

@@ -149,6 +149,7 @@ void waker_close(struct waker *w, int fd)
         waker_flush(w);
         sched_yield();
     }
+    waker_flush(w); /* rare (an agent leaving): hand it over now, no burst may follow soon */
 }
 
 void waker_flush(struct waker *w)

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora in tests/fuzz/corpus/ (checked in; rerun only to change them).
+
+    tests/fuzz/make-seeds.py BUILD_DIR     (needs BUILD_DIR/tools/oag-gen-model)
+
+Seeds are valid inputs (the fuzzer mutates from there) plus a few near misses."""
+import os, struct, subprocess, sys, tempfile
+
+B = sys.argv[1] if len(sys.argv) > 1 else "build"
+HERE = os.path.dirname(os.path.abspath(__file__))
+C = os.path.join(HERE, "corpus")
+
+def put(kind, name, data):
+    os.makedirs(os.path.join(C, kind), exist_ok=True)
+    with open(os.path.join(C, kind, name), "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+
+# ---- model: u16 config length | config.json | model.safetensors
+def model(name, args):
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run([os.path.join(B, "tools", "oag-gen-model"), "--out", d, "--seed", "3",
+                        "--name", name] + args, check=True, stdout=subprocess.DEVNULL)
+        cfg = open(os.path.join(d, "config.json"), "rb").read()
+        st = open(os.path.join(d, "model.safetensors"), "rb").read()
+    return struct.pack("<H", len(cfg)) + cfg + st
+
+put("model", "mlp-f32", model("a", ["--input", "4", "--hidden", "8", "--output", "3"]))
+put("model", "mlp-f16-ln-softmax", model("b", ["--input", "3", "--hidden", "5", "--output", "2",
+    "--dtype", "float16", "--layernorm", "--softmax", "--act", "gelu", "--layers", "3"]))
+put("model", "linear-bf16-nobias", model("c", ["--input", "2", "--output", "2", "--layers", "1",
+    "--dtype", "bfloat16", "--no-bias"]))
+m = model("d", ["--input", "2", "--output", "2", "--layers", "1"])
+put("model", "truncated-data", m[:-3])
+put("model", "header-len-huge", m[:2 + m[0] + (m[1] << 8)] + struct.pack("<Q", 1 << 62))
+
+# ---- config: the INI file
+put("config", "full", """# a full configuration
+[supervisor]
+name = fuzz
+agents = 4
+backend = identity
+max-batch = 64
+max-delay-us = 200
+preferred-batch = 16
+preferred-batch = 32
+max-payload = 8192
+ring-slots = 128
+max-lanes = 64
+max-queue = 1024
+spin-us = 10
+restart-delay-ms = 50
+restart-max-ms = 1000
+allow-uid = 1000
+socket-mode = 0660
+in-order = true
+log-max-bytes = 4M
+metrics = 127.0.0.1:9464
+quiet = false
+[fleet]
+command = /bin/agent --flag 'a b' "c \\" d" e\\ f ; comment
+""")
+put("config", "minimal", "[supervisor]\nbackend = identity\n")
+put("config", "bad-section", "[nope]\nx = 1\n")
+put("config", "continuation", "[supervisor]\nname = a\n  name = b\n")
+put("config", "bom-crlf", "\ufeff[supervisor]\r\nagents = 0\r\n")
+
+# ---- lane: u8 geometry, u8 slots, then ops (opcode % 7, operands)
+def op(code, *parts):
+    return bytes([code]) + b"".join(parts)
+u32 = lambda v: struct.pack("<I", v & 0xffffffff)
+def slot(which, ticket, length):
+    return bytes([which]) + struct.pack("<QIiIB3xQ", ticket, length, 0, 0, 0, 0)
+put("lane", "normal", bytes([6, 2]) + op(2, slot(0, 1, 16)) + op(2, slot(2, 2, 40)) +
+    op(0, u32(2)) + op(3) + op(4) + op(1, u32(2)) + op(6) + op(5, u32(2), b"\x03", b"\x01" * 8))
+put("lane", "bad-len", bytes([1, 1]) + op(2, slot(0, 1, 1 << 20)) + op(0, u32(1)) + op(3))
+put("lane", "future-prod", bytes([0, 0]) + op(0, u32(1000)) + op(3))
+put("lane", "backwards-cons", bytes([0, 0]) + op(0, u32(1)) + op(3) + op(4) + op(1, u32(0xffffffff)) + op(4))
+put("lane", "latch-odd", bytes([0, 3]) + op(5, u32(0xffffffff), b"\x00", b"\xff" * 8))
+
+def geom(max_payload, slots):
+    up = lambda x, a: (x + a - 1) & ~(a - 1)
+    slot_size = up(32 + max_payload, 64)
+    state_off = 256
+    sub_ctl = up(state_off + 192, 64)
+    cmp_ctl = sub_ctl + 192
+    sub_off = up(cmp_ctl + 192, 4096)
+    cmp_off = sub_off + slots * slot_size
+    size = up(cmp_off + slots * slot_size, 4096)
+    return slot_size, state_off, sub_ctl, cmp_ctl, sub_off, cmp_off, size
+
+def lane_hdr(max_payload, slots, lane_id=5, gen=3, tweak=None):
+    ss, so, sc, cc, su, co, size = geom(max_payload, slots)
+    f = dict(magic=0x4f41474c, abi=1, lane_id=lane_id, gen=gen, size=size, ss=ss, mp=max_payload,
+             sub=slots, cmp=slots, so=so, sc=sc, cc=cc, su=su, co=co)
+    if tweak:
+        f.update(tweak)
+    h = struct.pack("<IIIIQIIIIIIIIQQ", f["magic"], f["abi"], f["lane_id"], f["gen"], f["size"],
+                    f["ss"], f["mp"], f["sub"], f["cmp"], f["so"], f["sc"], f["cc"], 0, f["su"], f["co"])
+    return h + b"\0" * (256 - len(h)), size
+
+h, size = lane_hdr(64, 4)
+put("lane", "hdr-ok", bytes([0x80, 0]) + h + struct.pack("<Q", size))
+h2, _ = lane_hdr(64, 4, tweak=dict(su=8192))
+put("lane", "hdr-bad-off", bytes([0x80, 0]) + h2 + struct.pack("<Q", size) + h + struct.pack("<Q", size - 1))
+
+# ---- proto: struct oag_welcome | u8 flags | u16 wlen | u32 region size | region (496) |
+#             u32 lane size | lane header (256) | u32 completion prod | slot header (32)
+REGION = 496
+def welcome(err=0, abi=1, lane_id=5, gen=3, lane_size=0, region_size=4096, reason=b""):
+    return struct.pack("<IIiIIIQQ", 0x4f414748, 1, err, abi, lane_id, gen, lane_size,
+                       region_size) + reason.ljust(160, b"\0")
+def region(magic=0x4f414752, abi=1):
+    return struct.pack("<II", abi, magic)[::-1][:0] + struct.pack("<II", magic, abi) + b"\0" * (REGION - 8)
+def proto(w, flags, rsize, reg, lsize, lh, prod=0, sl=b"\0" * 32, wlen=0):
+    return w + struct.pack("<BHI", flags, wlen, rsize) + reg + struct.pack("<I", lsize) + lh + \
+        struct.pack("<I", prod) + sl
+h, size = lane_hdr(64, 4)
+ok = proto(welcome(lane_size=size), 0x0f, 4096, region(), size, h, 1,
+           struct.pack("<QIiIB3xQ", 7, 16, 0, 0, 0, 0))
+put("proto", "ok-one-completion", ok)
+put("proto", "ok-len-huge", proto(welcome(lane_size=size), 0x0f, 4096, region(), size, h, 1,
+    struct.pack("<QIiIB3xQ", 7, 1 << 30, 0, 0, 0, 0)))
+put("proto", "refused", proto(welcome(err=-13, reason=b"not allowed"), 0, 0, region(), 0, h))
+put("proto", "three-fds", proto(welcome(lane_size=size), 0x07, 4096, region(), size, h))
+put("proto", "five-fds", proto(welcome(lane_size=size), 0x1f, 4096, region(), size, h))
+put("proto", "region-small", proto(welcome(lane_size=size), 0x0f, 100, region(), size, h))
+put("proto", "lane-size-mismatch", proto(welcome(lane_size=size), 0x0f, 4096, region(), size + 4096, h))
+put("proto", "truncated-welcome", proto(welcome(lane_size=size), 0x0f, 4096, region(), size, h, wlen=20))
+put("proto", "no-answer", proto(welcome(lane_size=size), 0x2f, 4096, region(), size, h))
