@@ -78,6 +78,10 @@
  * H100 machine each call costs the submitting thread tens of microseconds, more than the copy
  * engines gain over the kernels (docs/BENCHMARKS.md). */
 #define CU_RUN_BYTES ((size_t)-1)
+/* Blocks of the gather/scatter kernels: enough to keep the bus busy (measured with
+ * tests/cuda/gather_bench), few enough to leave most multiprocessors to the batches computing
+ * on the other streams. */
+#define CU_ROW_BLOCKS 32u
 #define CU_RETRY_NS 100000000L    /* after a reset, retry bringing the device back this often */
 #define CU_LOST_NS 10000000000L   /* until this long has passed: then -ENODEV, retries each 1 s */
 #define CU_LOST_RETRY_NS 1000000000L
@@ -150,6 +154,7 @@ struct oag_engine {
     int dma_rows;                  /* rows by pointer moved by the copy engines (batched
                                       memcpy), not by the gather/scatter kernels */
     size_t run_bytes;              /* runs of rows at least this big go by the copy engines */
+    unsigned row_blocks;           /* blocks of the gather/scatter kernels (0: one per row) */
     void **dma_dst;                /* submitting thread: the batched copies' operands */
     const void **dma_src;
     size_t *dma_size;
@@ -406,14 +411,15 @@ static int run_plan(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
 /* Enqueues a batch of `rows` rows by pointer: gather from the row table, the plan, scatter. */
 static int run_ptr(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
 {
-    cudaError_t err = cu_launch_gather(s->st, s->buf[CU_XIN], s->tab_dev, rows, e->in_bytes);
+    cudaError_t err = cu_launch_gather(s->st, s->buf[CU_XIN], s->tab_dev, rows, e->in_bytes,
+                                       e->row_blocks);
     if (err != cudaSuccess)
         return cu_fail(e, err, "gather");
     int rc = run_plan(e, s, rows);
     if (rc)
         return rc;
     err = cu_launch_scatter(s->st, s->tab_dev, e->max_batch, s->buf[CU_YOUT], rows,
-                            e->out_bytes);
+                            e->out_bytes, e->row_blocks);
     return err == cudaSuccess ? 0 : cu_fail(e, err, "scatter");
 }
 
@@ -918,6 +924,8 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
     e->timing = v && *v == '1';
     v = getenv("OAG_CUDA_ROWS");           /* kernel (default) | dma */
     e->dma_rows = v && !strcmp(v, "dma");
+    v = getenv("OAG_CUDA_ROW_BLOCKS");
+    e->row_blocks = v ? (unsigned)atoi(v) : CU_ROW_BLOCKS;
     v = getenv("OAG_CUDA_RUN_BYTES");
     e->run_bytes = v && atol(v) > 0 ? (size_t)atol(v) : CU_RUN_BYTES;
     e->dma_dst = calloc(p->max_batch, sizeof *e->dma_dst);
