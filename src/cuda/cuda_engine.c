@@ -78,10 +78,10 @@
  * H100 machine each call costs the submitting thread tens of microseconds, more than the copy
  * engines gain over the kernels (docs/BENCHMARKS.md). */
 #define CU_RUN_BYTES ((size_t)-1)
-/* Blocks of the gather/scatter kernels at most: 64 x 256 threads x 4 chunks of 16 bytes keep
- * 1 MB in flight on the bus (enough: tests/cuda/gather_bench), and leave most multiprocessors
- * to the batches computing on the other streams. */
-#define CU_ROW_BLOCKS 64u
+/* Blocks of the gather/scatter kernels: enough to keep the bus busy (measured with
+ * tests/cuda/gather_bench), few enough to leave most multiprocessors to the batches computing
+ * on the other streams. */
+#define CU_ROW_BLOCKS 32u
 #define CU_RETRY_NS 100000000L    /* after a reset, retry bringing the device back this often */
 #define CU_LOST_NS 10000000000L   /* until this long has passed: then -ENODEV, retries each 1 s */
 #define CU_LOST_RETRY_NS 1000000000L
@@ -118,8 +118,6 @@ struct cu_slot {
                                       device_build); device address tab_dev */
     struct cu_rowtab *tab_dev;
     size_t tab_len;
-    struct cu_rowtab *tab_d;       /* device copy the kernels read (one small copy a batch) */
-    size_t tab_bytes;
     /* The batch in this slot. Written by the submitting thread before the hand-off (under mu),
      * then by the completion thread until its release store of done_seq. */
     struct oag_batch *b;
@@ -413,17 +411,14 @@ static int run_plan(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
 /* Enqueues a batch of `rows` rows by pointer: gather from the row table, the plan, scatter. */
 static int run_ptr(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
 {
-    cudaError_t err = cudaMemcpyAsync(s->tab_d, s->tab, s->tab_bytes, cudaMemcpyHostToDevice,
-                                      s->st);
-    if (err != cudaSuccess)
-        return cu_fail(e, err, "row table copy");
-    err = cu_launch_gather(s->st, s->buf[CU_XIN], s->tab_d, rows, e->in_bytes, e->row_blocks);
+    cudaError_t err = cu_launch_gather(s->st, s->buf[CU_XIN], s->tab_dev, rows, e->in_bytes,
+                                       e->row_blocks);
     if (err != cudaSuccess)
         return cu_fail(e, err, "gather");
     int rc = run_plan(e, s, rows);
     if (rc)
         return rc;
-    err = cu_launch_scatter(s->st, s->tab_d, e->max_batch, s->buf[CU_YOUT], rows,
+    err = cu_launch_scatter(s->st, s->tab_dev, e->max_batch, s->buf[CU_YOUT], rows,
                             e->out_bytes, e->row_blocks);
     return err == cudaSuccess ? 0 : cu_fail(e, err, "scatter");
 }
@@ -470,8 +465,6 @@ static void slot_teardown(struct oag_engine *e, struct cu_slot *s, int live)
         }
         if (s->tab_dev)
             (void)cudaHostUnregister(s->tab);
-        if (s->tab_d)
-            (void)cudaFree(s->tab_d);
         if (s->blas)
             (void)cublasDestroy(s->blas);
         for (int b = 0; b < CU_NBUF; b++)
@@ -533,8 +526,6 @@ static int slot_build(struct oag_engine *e, struct cu_slot *s, int graphs)
         }
         s->tab_dev = d;
         s->tab->n = 0;
-        s->tab_bytes = sizeof(struct cu_rowtab) + 2 * (size_t)e->max_batch * sizeof(void *);
-        CU_TRY(e, cudaMalloc((void **)&s->tab_d, s->tab_bytes), "row table (device)");
     }
     cublasStatus_t bs = cublasCreate(&s->blas);
     if (bs != CUBLAS_STATUS_SUCCESS) {

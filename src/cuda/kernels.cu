@@ -314,99 +314,9 @@ __global__ void scatter_kernel(const cu_rowtab *tab, uint32_t cap, const uint8_t
     }
 }
 
-/* Rows of a multiple of 16 bytes: the batch is one flat list of 16-byte chunks, each thread
- * with ROW_UNROLL chunks in flight, whatever the row size (one block per row leaves a small
- * row's fetch waiting on the bus with little in flight). A chunk of a row not 16-byte aligned
- * in host memory moves as four 4-byte words. */
-__device__ __forceinline__ uint4 load16(const uint8_t *p)
-{
-    if (((uintptr_t)p & 15) == 0)
-        return *(const uint4 *)p;
-    const uint32_t *w = (const uint32_t *)p;
-    return make_uint4(w[0], w[1], w[2], w[3]);
-}
-
-__device__ __forceinline__ void store16(uint8_t *p, uint4 v)
-{
-    if (((uintptr_t)p & 15) == 0) {
-        *(uint4 *)p = v;
-        return;
-    }
-    uint32_t *w = (uint32_t *)p;
-    w[0] = v.x;
-    w[1] = v.y;
-    w[2] = v.z;
-    w[3] = v.w;
-}
-
-__global__ void gather_flat(uint8_t *dst, const cu_rowtab *tab, uint32_t row_bytes)
-{
-    const uint32_t cpr = row_bytes >> 4, total = tab->n * cpr;
-    const uint32_t G = gridDim.x * blockDim.x;
-    for (uint32_t base = blockIdx.x * blockDim.x + threadIdx.x; base < total;
-         base += ROW_UNROLL * G) {
-        uint4 v[ROW_UNROLL];
-        const uint8_t *src[ROW_UNROLL];
-#pragma unroll
-        for (int k = 0; k < ROW_UNROLL; k++) {
-            const uint32_t c = base + k * G;
-            src[k] = NULL;
-            if (c < total) {
-                const uint32_t r = c / cpr;
-                src[k] = (const uint8_t *)tab->ptr[r];
-                if (src[k])
-                    v[k] = load16(src[k] + (size_t)(c - r * cpr) * 16);
-            }
-        }
-#pragma unroll
-        for (int k = 0; k < ROW_UNROLL; k++)
-            if (src[k]) /* c < total */
-                *(uint4 *)(dst + (size_t)(base + k * G) * 16) = v[k];
-    }
-}
-
-__global__ void scatter_flat(const cu_rowtab *tab, uint32_t cap, const uint8_t *src,
-                             uint32_t row_bytes)
-{
-    const uint32_t cpr = row_bytes >> 4, total = tab->n * cpr;
-    const uint32_t G = gridDim.x * blockDim.x;
-    for (uint32_t base = blockIdx.x * blockDim.x + threadIdx.x; base < total;
-         base += ROW_UNROLL * G) {
-        uint4 v[ROW_UNROLL];
-        uint8_t *d[ROW_UNROLL];
-#pragma unroll
-        for (int k = 0; k < ROW_UNROLL; k++) {
-            const uint32_t c = base + k * G;
-            d[k] = NULL;
-            if (c < total) {
-                const uint32_t r = c / cpr;
-                d[k] = (uint8_t *)tab->ptr[cap + r];
-                if (d[k]) {
-                    d[k] += (size_t)(c - r * cpr) * 16;
-                    v[k] = *(const uint4 *)(src + (size_t)c * 16);
-                }
-            }
-        }
-#pragma unroll
-        for (int k = 0; k < ROW_UNROLL; k++)
-            if (d[k])
-                store16(d[k], v[k]);
-    }
-}
-
 static unsigned row_blocks(uint32_t rows, unsigned max_blocks)
 {
     return max_blocks && rows > max_blocks ? max_blocks : rows;
-}
-
-/* Blocks of the flat kernels for `rows` rows: enough for every chunk once, at most max_blocks. */
-static unsigned chunk_blocks(uint32_t rows, uint32_t row_bytes, unsigned max_blocks)
-{
-    size_t chunks = (size_t)rows * (row_bytes >> 4);
-    size_t b = (chunks + 256 * ROW_UNROLL - 1) / (256 * ROW_UNROLL);
-    if (b < 1)
-        b = 1;
-    return max_blocks && b > max_blocks ? max_blocks : (unsigned)b;
 }
 
 extern "C" cudaError_t cu_launch_gather(cudaStream_t st, void *dst, const struct cu_rowtab *tab,
@@ -414,12 +324,7 @@ extern "C" cudaError_t cu_launch_gather(cudaStream_t st, void *dst, const struct
 {
     if (!rows || (row_bytes & 3))
         return cudaErrorInvalidValue;
-    if ((row_bytes & 15) == 0)
-        gather_flat<<<chunk_blocks(rows, row_bytes, max_blocks), 256, 0, st>>>((uint8_t *)dst, tab,
-                                                                               row_bytes);
-    else
-        gather_kernel<<<row_blocks(rows, max_blocks), 256, 0, st>>>((uint8_t *)dst, tab,
-                                                                     row_bytes);
+    gather_kernel<<<row_blocks(rows, max_blocks), 256, 0, st>>>((uint8_t *)dst, tab, row_bytes);
     return cudaGetLastError();
 }
 
@@ -429,13 +334,8 @@ extern "C" cudaError_t cu_launch_scatter(cudaStream_t st, const struct cu_rowtab
 {
     if (!rows || rows > cap || (row_bytes & 3))
         return cudaErrorInvalidValue;
-    if ((row_bytes & 15) == 0)
-        scatter_flat<<<chunk_blocks(rows, row_bytes, max_blocks), 256, 0, st>>>(
-            tab, cap, (const uint8_t *)src, row_bytes);
-    else
-        scatter_kernel<<<row_blocks(rows, max_blocks), 256, 0, st>>>(tab, cap,
-                                                                      (const uint8_t *)src,
-                                                                      row_bytes);
+    scatter_kernel<<<row_blocks(rows, max_blocks), 256, 0, st>>>(tab, cap, (const uint8_t *)src,
+                                                                  row_bytes);
     return cudaGetLastError();
 }
 
