@@ -78,10 +78,11 @@
  * H100 machine each call costs the submitting thread tens of microseconds, more than the copy
  * engines gain over the kernels (docs/BENCHMARKS.md). */
 #define CU_RUN_BYTES ((size_t)-1)
-/* Blocks of the gather/scatter kernels: enough to keep the bus busy (measured with
- * tests/cuda/gather_bench), few enough to leave most multiprocessors to the batches computing
- * on the other streams. */
-#define CU_ROW_BLOCKS 32u
+/* Blocks of the gather/scatter kernels at most (OAG_CUDA_ROW_BLOCKS; 0: one per row). Capping
+ * them would leave multiprocessors to the batches computing on the other streams, but on the
+ * H100 machine one block per row measured best end to end (docs/BENCHMARKS.md), so it is the
+ * default. */
+#define CU_ROW_BLOCKS 0u
 #define CU_RETRY_NS 100000000L    /* after a reset, retry bringing the device back this often */
 #define CU_LOST_NS 10000000000L   /* until this long has passed: then -ENODEV, retries each 1 s */
 #define CU_LOST_RETRY_NS 1000000000L
