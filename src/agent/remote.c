@@ -3,8 +3,9 @@
  *
  * Threads: the caller's thread (submit, poll, infer) and an I/O thread that owns every ZeroMQ
  * socket: it builds and sends frames, receives results, answers reconnects and failovers. With
- * an etcd:// endpoint a third thread reads the supervisors registered under the prefix every
- * $OAG_NET_ETCD_POLL_MS and hands the list to the I/O thread. One mutex (mu) guards all the
+ * an etcd:// endpoint a third thread reads the supervisors registered under the prefix when a
+ * fourth, watching the prefix (a streaming /v3/watch), sees a change, and at least every
+ * $OAG_NET_ETCD_POLL_MS, and hands the list to the I/O thread. One mutex (mu) guards all the
  * state below; the I/O thread holds it while it works on a batch of events, never while it
  * waits. Wake-ups: the caller writes wake_efd when a frame should leave (its first task, a full
  * frame, or the caller starting to wait); the I/O thread signals the condition variable (callers
@@ -80,8 +81,8 @@ struct rsup {
 struct oag_remote {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    pthread_t io, disc;
-    int io_started, disc_started;
+    pthread_t io, disc, watch;
+    int io_started, disc_started, watch_started;
     atomic_int stop;
     void *zctx;
     int wake_efd, user_efd, tfd, disc_efd;
@@ -715,6 +716,34 @@ static void on_kv(const char *key, const char *val, void *arg)
     cJSON_Delete(j);
 }
 
+/* The watch thread: any change under the prefix wakes the discovery thread at once (which
+ * then reads the whole prefix); the periodic read stays as the fallback. */
+static int watch_event(void *arg)
+{
+    struct oag_remote *r = arg;
+    efd_write(r->disc_efd);
+    return atomic_load(&r->stop);
+}
+
+static int watch_stop(void *arg) { return atomic_load(&((struct oag_remote *)arg)->stop); }
+
+static void *watch_main(void *arg)
+{
+    struct oag_remote *r = arg;
+    struct etcd *e = NULL;
+    if (etcd_create(&e, r->etcd_base, 1000))
+        return NULL;
+    while (!atomic_load(&r->stop)) {
+        etcd_watch_prefix(e, r->prefix, watch_event, watch_stop, r);
+        /* Ended (etcd restarted, or an error): read the prefix now, watch again soon. */
+        efd_write(r->disc_efd);
+        for (int k = 0; k < 5 && !atomic_load(&r->stop); k++)
+            usleep(100000);
+    }
+    etcd_destroy(e);
+    return NULL;
+}
+
 static void *disc_main(void *arg)
 {
     struct oag_remote *r = arg;
@@ -737,7 +766,8 @@ static void *disc_main(void *arg)
             efd_write(r->wake_efd);
         }
         struct pollfd pf = { .fd = r->disc_efd, .events = POLLIN };
-        poll(&pf, 1, (int)r->etcd_poll_ms);
+        if (poll(&pf, 1, (int)r->etcd_poll_ms) > 0)
+            efd_drain(r->disc_efd);
     }
     etcd_destroy(e);
     free(l.addr);
@@ -787,6 +817,8 @@ void remote_close(struct oag_remote *r)
         pthread_join(r->io, NULL);
     if (r->disc_started)
         pthread_join(r->disc, NULL);
+    if (r->watch_started)
+        pthread_join(r->watch, NULL);
     for (int i = 0; i < r->nsups; i++) {
         if (r->sups[i].mon)
             zmq_close(r->sups[i].mon);
@@ -885,7 +917,7 @@ int remote_connect(struct oag_remote **out, const char *endpoint, char *err, siz
     r->batch_max = env_u("OAG_NET_BATCH_MAX", 256, 1, 1u << 16);
     r->delay_ns = (uint64_t)env_u("OAG_NET_BATCH_DELAY_US", 100, 0, 10000000) * 1000ull;
     r->frame_max = env_u("OAG_NET_FRAME_MAX", 1u << 20, 4096, 1u << 28);
-    r->etcd_poll_ms = env_u("OAG_NET_ETCD_POLL_MS", 200, 10, 60000);
+    r->etcd_poll_ms = env_u("OAG_NET_ETCD_POLL_MS", 1000, 10, 60000);
     const char *pol = getenv("OAG_NET_POLICY");
     r->policy = pol && !strcmp(pol, "least") ? POL_LEAST
               : pol && !strcmp(pol, "latency") ? POL_LATENCY : POL_RR;
@@ -947,6 +979,11 @@ int remote_connect(struct oag_remote **out, const char *endpoint, char *err, siz
             goto fail;
         }
         r->disc_started = 1;
+        if (pthread_create(&r->watch, NULL, watch_main, r)) {
+            rc = -EAGAIN;
+            goto fail;
+        }
+        r->watch_started = 1;
     }
     efd_write(r->wake_efd);
 
