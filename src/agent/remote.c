@@ -819,7 +819,7 @@ void remote_close(struct oag_remote *r)
         pthread_join(r->disc, NULL);
     if (r->watch_started)
         pthread_join(r->watch, NULL);
-    for (int i = 0; i < r->nsups; i++) {
+    for (int i = 0; i < MAX_SUPS; i++) {
         if (r->sups[i].mon)
             zmq_close(r->sups[i].mon);
         if (r->sups[i].sock)
