@@ -97,6 +97,7 @@ struct oag_remote {
     uint64_t counter, client_id, done_total;
     uint32_t ntimed;          /* outstanding tasks with a deadline */
     unsigned mon_seq;         /* monitor endpoint names */
+    int hwm;                  /* $OAG_NET_HWM: ZeroMQ high-water marks (0: ZeroMQ's 1000) */
     struct rsup sups[MAX_SUPS];
     int nsups;
     int policy;
@@ -176,6 +177,10 @@ static int sup_open(struct oag_remote *r, int i)
     zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_TIMEOUT, &hbto, sizeof hbto);
     zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zmq_setsockopt(s->sock, ZMQ_IMMEDIATE, &one, sizeof one);
+    if (r->hwm) {
+        zmq_setsockopt(s->sock, ZMQ_SNDHWM, &r->hwm, sizeof r->hwm);
+        zmq_setsockopt(s->sock, ZMQ_RCVHWM, &r->hwm, sizeof r->hwm);
+    }
     if (r->curve) {
         zmq_setsockopt(s->sock, ZMQ_CURVE_SERVERKEY, r->server_key, 40);
         zmq_setsockopt(s->sock, ZMQ_CURVE_PUBLICKEY, r->pub_key, 40);
@@ -917,6 +922,7 @@ int remote_connect(struct oag_remote **out, const char *endpoint, char *err, siz
     r->batch_max = env_u("OAG_NET_BATCH_MAX", 256, 1, 1u << 16);
     r->delay_ns = (uint64_t)env_u("OAG_NET_BATCH_DELAY_US", 100, 0, 10000000) * 1000ull;
     r->frame_max = env_u("OAG_NET_FRAME_MAX", 1u << 20, 4096, 1u << 28);
+    r->hwm = (int)env_u("OAG_NET_HWM", 0, 1, 1u << 20);
     r->etcd_poll_ms = env_u("OAG_NET_ETCD_POLL_MS", 1000, 10, 60000);
     const char *pol = getenv("OAG_NET_POLICY");
     r->policy = pol && !strcmp(pol, "least") ? POL_LEAST

@@ -157,6 +157,60 @@ static void bad_input(const char *ep)
     zmq_ctx_term(ctx);
 }
 
+/* ---- the high-water mark: -EBUSY at submit, nothing lost ------------------------------------
+ * The supervisor is stopped (SIGSTOP): frames pile up in the kernel's buffers, then in
+ * ZeroMQ's pipe up to its high-water mark (1 frame here), and then oag_submit says -EBUSY;
+ * after SIGCONT every task accepted before completes exactly once. */
+static void hwm_busy(struct h_sup *a, const char *ep)
+{
+    setenv("OAG_NET_HWM", "1", 1);
+    setenv("OAG_NET_BATCH_MAX", "1", 1);
+    setenv("OAG_NET_WINDOW", "16384", 1);
+    oag_client *c = NULL;
+    int rc = oag_connect(&c, ep);
+    unsetenv("OAG_NET_HWM");
+    unsetenv("OAG_NET_BATCH_MAX");
+    unsetenv("OAG_NET_WINDOW");
+    CHECK(rc == 0, "connect: %d", rc);
+    if (rc)
+        return;
+    struct n_load l;
+    n_load_init(&l, c, 16384, 16384, 4000);
+    kill(a->pid, SIGSTOP);
+    int busy = 0;
+    uint8_t in[4096];
+    uint64_t end = h_now_ms() + 10000;
+    while (!busy && l.submitted < l.total && h_now_ms() < end) {
+        n_fill(in, l.size, l.submitted);
+        uint64_t t;
+        rc = oag_submit(c, in, l.size, &t);
+        if (rc == -EBUSY)
+            busy = 1;
+        else if (rc == -EAGAIN)
+            h_sleep_ms(1);
+        else if (rc == 0)
+            l.ticket_of[l.submitted++] = t;
+        else
+            break;
+        if (l.submitted % 256 == 0)
+            h_sleep_ms(2); /* let the I/O thread push frames into the pipe */
+    }
+    uint32_t at_busy = l.submitted;
+    kill(a->pid, SIGCONT);
+    l.total = l.submitted; /* the ones accepted */
+    while (l.completed < l.total && h_now_ms() < end + 20000 && n_load_step(&l, 100) >= 0)
+        ;
+    fprintf(stderr, "hwm: -EBUSY after %u tasks of 4000 bytes with the supervisor stopped; "
+                    "%u of them completed after SIGCONT (bad %u dup %u errors %u)\n", at_busy,
+            l.completed, l.bad, l.dup, l.errs);
+    CHECK(busy, "no -EBUSY at the high-water mark (last rc %d, %u submitted)", rc, at_busy);
+    CHECK(l.completed == l.total && n_load_missing(&l) == 0 && !l.bad && !l.dup && !l.errs,
+          "after the high-water mark: %u of %u, bad %u dup %u errors %u", l.completed, l.total,
+          l.bad, l.dup, l.errs);
+    n_load_fini(&l);
+    oag_close(c);
+}
+
 /* ---- kill -9 and restart -------------------------------------------------------------------- */
 
 static void restart(struct h_sup *a, const char *ep, const char *const *extra)
@@ -266,6 +320,7 @@ int main(void)
     if (h_sup_start(&a, "net", 0700, extra, NULL) == 0) {
         workers(ep);
         bad_input(ep);
+        hwm_busy(&a, ep);
         restart(&a, ep, extra);
     }
     h_cleanup(&a);
