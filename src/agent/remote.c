@@ -50,6 +50,7 @@ struct rslot {
     uint64_t id;
     uint64_t sent_ns;
     uint64_t deadline_ns;     /* submit + timeout_us; 0: none */
+    uint64_t frame_seq;       /* the TASKS frame it last left in */
     uint8_t *data;
     uint32_t len, timeout_us;
     int32_t status;
@@ -371,6 +372,7 @@ static int flush_one(struct oag_remote *r, int i)
         if (t->state == S_OUT && t->id == q->id && t->sup == i && t->queued) {
             t->queued = 0;
             t->sent_ns = now;
+            t->frame_seq = s->seq_out;
         }
     }
     s->qh = (s->qh + take) % r->window;
@@ -494,6 +496,35 @@ static void on_welcome(struct oag_remote *r, int i, const uint8_t *p)
     pthread_cond_broadcast(&r->cv);
 }
 
+/* The supervisor refused our TASKS frame seq (its ERROR names it): its tasks end with code
+ * rather than wait forever (sending them again would be refused again). */
+static void fail_frame(struct oag_remote *r, int i, uint64_t seq, int32_t code)
+{
+    int added = 0;
+    for (uint32_t k = 0; k < r->window; k++) {
+        struct rslot *t = &r->slots[k];
+        if (t->state != S_OUT || t->sup != i || t->queued || t->frame_seq != seq)
+            continue;
+        t->status = code;
+        t->len = 0;
+        t->state = S_DONE;
+        if (t->deadline_ns) {
+            t->deadline_ns = 0;
+            r->ntimed--;
+        }
+        if (r->sups[i].outstanding > 0)
+            r->sups[i].outstanding--;
+        r->cq[(r->cqh + r->cqn) % r->window] = (struct qent){ k, t->id };
+        r->cqn++;
+        added++;
+    }
+    if (added) {
+        if (r->evmode)
+            efd_write(r->user_efd);
+        pthread_cond_broadcast(&r->cv);
+    }
+}
+
 static void recv_sup(struct oag_remote *r, int i)
 {
     struct rsup *s = &r->sups[i];
@@ -519,6 +550,8 @@ static void recv_sup(struct oag_remote *r, int i)
             char text[200];
             int32_t code = net_get_error(p, len, text, sizeof text);
             snprintf(r->err, sizeof r->err, "%s: %s (%d)", s->addr, text, code);
+            if (h.seq && h.client == r->client_id)
+                fail_frame(r, i, h.seq, code < 0 ? code : -EPROTO);
         }
         zmq_msg_close(&m);
     }

@@ -352,11 +352,12 @@ static void send_ctl(struct gateway *g, struct gclient *c, uint8_t type, const v
 
 /* ERROR to a routing id we may not know as a client (a refused frame). */
 static void send_error(struct gateway *g, const void *rid, size_t rid_len, int32_t code,
-                       const char *text)
+                       const char *text, uint64_t client, uint64_t seq)
 {
     uint8_t b[NET_HDR + 8 + 200];
     size_t n = strnlen(text, 200);
-    struct net_hdr h = { .type = NET_ERROR, .body_len = (uint32_t)(8 + n) };
+    struct net_hdr h = { .type = NET_ERROR, .client = client, .seq = seq,
+                         .body_len = (uint32_t)(8 + n) };
     net_put_hdr(b, &h);
     uint8_t *p = b + NET_HDR;
     for (int i = 0; i < 4; i++) {
@@ -669,9 +670,14 @@ static void on_message(struct gateway *g, const uint8_t *rid, size_t rlen, const
 {
     struct net_hdr h;
     const char *why = "";
-    int rc = len > g->cfg.frame_max ? -EMSGSIZE : net_frame_parse(p, len, g->max_payload, &h, &why);
-    if (len > g->cfg.frame_max)
+    memset(&h, 0, sizeof h);
+    /* Records over the payload cap are answered one by one (-EMSGSIZE results, in on_tasks):
+     * the frame's other tasks still run. The frame cap bounds every record already. */
+    int rc = net_frame_parse(p, len, g->cfg.frame_max, &h, &why);
+    if (len > g->cfg.frame_max) {
+        rc = -EMSGSIZE;
         why = "frame larger than --net-frame-max";
+    }
     if (rc == 0 && h.type != NET_TASKS && h.type != NET_HELLO && h.type != NET_ACK) {
         rc = -EPROTO;
         why = "frame type a client may not send";
@@ -679,14 +685,18 @@ static void on_message(struct gateway *g, const uint8_t *rid, size_t rlen, const
     if (rc) {
         g->refused_frames++;
         log_warn("gateway: refused a frame of %zu bytes: %s (%s)", len, why, strerror(-rc));
-        send_error(g, rid, rlen, rc, why);
+        /* A TASKS frame whose header was readable is named by its seq: the client ends its
+         * tasks with this error instead of waiting for them. */
+        int named = len >= NET_HDR && h.magic == NET_MAGIC && h.type == NET_TASKS;
+        send_error(g, rid, rlen, rc, why, named ? h.client : 0, named ? h.seq : 0);
         return;
     }
     struct gclient *c = client_find(g, h.client, rid, rlen, h.type == NET_HELLO ||
                                                              h.type == NET_TASKS);
     if (!c) {
         if (h.type != NET_ACK)
-            send_error(g, rid, rlen, -EBUSY, "too many clients");
+            send_error(g, rid, rlen, -EBUSY, "too many clients", h.client,
+                       h.type == NET_TASKS ? h.seq : 0);
         return;
     }
     if (h.type == NET_HELLO) {
