@@ -938,7 +938,8 @@ static int parse_endpoint(struct oag_remote *r, const char *ep, char *err, size_
     return 0;
 }
 
-int remote_connect(struct oag_remote **out, const char *endpoint, char *err, size_t errcap)
+int remote_connect(struct oag_remote **out, const char *endpoint, unsigned wait_ms, char *err,
+                   size_t errcap)
 {
     int rc = -ENOMEM;
     struct oag_remote *r = calloc(1, sizeof *r);
@@ -1027,7 +1028,8 @@ int remote_connect(struct oag_remote **out, const char *endpoint, char *err, siz
     efd_write(r->wake_efd);
 
     /* Wait for a first supervisor to welcome us: it tells the payload size. */
-    unsigned wait_ms = env_u("OAG_NET_CONNECT_MS", 10000, 1, 3600000);
+    if (!wait_ms)
+        wait_ms = env_u("OAG_NET_CONNECT_MS", 10000, 1, 3600000);
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
     dl.tv_sec += wait_ms / 1000;

@@ -139,6 +139,8 @@ int main(int argc, char **argv)
      * meanwhile wait in the socket's backlog): a supervisor that cannot serve its model
      * refuses to start instead of serving half a model. */
     gateway_set_forward(c->forward); /* --backend remote: batches go there (src/net) */
+    if (c->forward && strcmp(c->backend, "remote"))
+        setenv("OAG_FORWARD", c->forward, 1); /* agents: overflow while the queue is full */
     err = engines_start(&s);
     if (err)
         goto out_instance;
