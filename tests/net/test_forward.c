@@ -45,8 +45,9 @@ int main(void)
      * the agent here, so it sets it itself.) */
     {
         struct h_sup o;
+        /* Batches wait 200 ms for 8 tasks a queue of 4 never holds: the queue stays full. */
         const char *xo[] = { "--backend", "identity", "--forward", ep, "--max-queue", "4",
-                             "--max-batch", "4", "--max-delay-us", "2000", NULL };
+                             "--max-batch", "8", "--max-delay-us", "200000", NULL };
         if (h_sup_start(&o, "fwdo", 0700, xo, NULL) == 0) {
             setenv("OAG_FORWARD", ep, 1);
             oag_client *c = NULL;
