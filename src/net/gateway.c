@@ -915,8 +915,9 @@ static void *reg_main(void *arg)
         uint64_t now = now_ns();
         if (!rc && lease && (load != last_load || now - last_put > 5000000000ull)) {
             char val[512];
-            snprintf(val, sizeof val, "{\"addr\":\"%s\",\"gpus\":%d,\"load\":%u,\"pid\":%d}",
-                     g->addr, g->cfg.gpus, load, (int)getpid());
+            snprintf(val, sizeof val, "{\"addr\":\"%s\",\"gpus\":%d,\"engine\":\"%.32s\","
+                     "\"load\":%u,\"pid\":%d}", g->addr, g->cfg.gpus,
+                     g->cfg.engine ? g->cfg.engine : "", load, (int)getpid());
             rc = etcd_put(e, key, val, lease);
             if (!rc) {
                 if (last_load == UINT32_MAX)

@@ -153,7 +153,9 @@ int main(int argc, char **argv)
             .delay_us = c->net_batch_delay_us, .frame_max = c->net_frame_max,
             .window = c->net_window, .hwm = c->net_hwm, .curve_secret = c->curve_secret,
             .curve_allowed = c->curve_allowed, .etcd = c->etcd, .etcd_prefix = c->etcd_prefix,
-            .etcd_ttl_s = c->etcd_ttl_s, .advertise = c->advertise, .gpus = c->ngpus,
+            .etcd_ttl_s = c->etcd_ttl_s, .advertise = c->advertise,
+            .engine = s.engine_ops->name,
+            .gpus = strcmp(s.engine_ops->name, "cuda") ? 0 : (int)s.ninst, /* one per GPU */
         };
         if (gateway_start(&gw, &gc))
             goto out_instance;

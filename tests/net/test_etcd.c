@@ -16,6 +16,7 @@
 struct reg_count {
     int n;
     char addr[4][128];
+    char val[4][256];
 };
 
 static void on_kv(const char *key, const char *val, void *arg)
@@ -25,6 +26,8 @@ static void on_kv(const char *key, const char *val, void *arg)
     const char *a = strstr(val, "\"addr\":\"");
     if (c->n < 4 && a)
         snprintf(c->addr[c->n], sizeof c->addr[0], "%.*s", (int)strcspn(a + 8, "\""), a + 8);
+    if (c->n < 4)
+        snprintf(c->val[c->n], sizeof c->val[0], "%s", val);
     c->n++;
 }
 
@@ -81,6 +84,14 @@ int main(void)
     while (registered(e.url, prefix, &rc) < 2 && h_now_ms() < end)
         h_sleep_ms(50);
     CHECK(rc.n == 2, "%d supervisors registered, want 2", rc.n);
+    for (int i = 0; i < rc.n && i < 2; i++) {
+        CHECK(!strcmp(rc.addr[i], epa) || !strcmp(rc.addr[i], epb), "registered address %s",
+              rc.addr[i]);
+        CHECK(strstr(rc.val[i], "\"engine\":\"identity\"") && strstr(rc.val[i], "\"gpus\":0") &&
+              strstr(rc.val[i], "\"load\":") && strstr(rc.val[i], "\"pid\":"),
+              "registered value %s", rc.val[i]);
+    }
+    fprintf(stderr, "registered: %s\n", rc.val[0]);
 
     snprintf(conn, sizeof conn, "etcd://127.0.0.1:%d%s?policy=rr", e.port, prefix);
     /* Periodic reads rarely: a supervisor found within a few seconds was seen by the watch. */
