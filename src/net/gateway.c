@@ -38,7 +38,7 @@
 #include "scheduler/log.h"
 
 #define GW_MAX_LANES 16
-#define GW_MAX_CLIENTS 128
+#define GW_MAX_CLIENTS 64     /* the task pool holds 2 x window for each (~16 KiB x window) */
 #define GW_MAX_KEYS 1024
 #define GW_OVERFLOW 16384
 #define GW_IDLE_NS 60000000000ull /* a silent client with nothing pending is forgotten */
