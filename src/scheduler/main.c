@@ -135,12 +135,12 @@ int main(int argc, char **argv)
     err = instance_open(&s);
     if (err)
         goto out_instance;
-    /* The engine is loaded and warmed up before the loop serves anyone (agents that connect
-     * meanwhile wait in the socket's backlog): a supervisor that cannot serve its model
-     * refuses to start instead of serving half a model. */
     gateway_set_forward(c->forward); /* --backend remote: batches go there (src/net) */
     if (c->forward && strcmp(c->backend, "remote"))
         setenv("OAG_FORWARD", c->forward, 1); /* agents: overflow while the queue is full */
+    /* The engine is loaded and warmed up before the loop serves anyone (agents that connect
+     * meanwhile wait in the socket's backlog): a supervisor that cannot serve its model
+     * refuses to start instead of serving half a model. */
     err = engines_start(&s);
     if (err)
         goto out_instance;
