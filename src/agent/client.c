@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -67,7 +68,12 @@ struct oag_client {
     uint32_t nstash;
     oag_completion *deliver;     /* scratch for oag_infer */
     struct oag_remote *remote;   /* tcp:// or etcd:// endpoint: every call goes there (remote.c) */
+    struct oag_remote *fwd;      /* $OAG_FORWARD: where tasks go while the supervisor is busy */
+    int fwd_epfd;                /* event-fd mode with fwd: epoll over both, or -1 */
 };
+
+/* Tickets of tasks sent to the overflow connection: never equal to a lane's sequential ones. */
+#define FWD_TAG (1ull << 63)
 
 static _Thread_local char last_error[256];
 
@@ -225,7 +231,8 @@ static int connect_remote(oag_client **out, const char *endpoint)
         return -ENOMEM;
     c->sock = c->doorbell_fd = c->cmp_fd = -1;
     char err[256] = "";
-    int rc = remote_connect(&c->remote, endpoint, err, sizeof err);
+    c->fwd_epfd = -1;
+    int rc = remote_connect(&c->remote, endpoint, 0, err, sizeof err);
     if (rc) {
         set_error("%s", err);
         free(c);
@@ -233,6 +240,26 @@ static int connect_remote(oag_client **out, const char *endpoint)
     }
     *out = c;
     return 0;
+}
+
+/*
+ * Overflow: a supervisor started with --forward URL (and an engine of its own) gives its agents
+ * $OAG_FORWARD; while its queue is full, oag_submit() sends the task there instead of returning
+ * -EBUSY. Not in the supervisor's own process (its gateway's lanes answer -EBUSY, so that two
+ * supervisors never bounce a task between them). Best effort: without a reachable target the
+ * agent gets -EBUSY as before.
+ */
+static void connect_overflow(oag_client *c)
+{
+    const char *fw = getenv("OAG_FORWARD");
+    struct oag_global_state g;
+    if (!fw || !remote_is_endpoint(fw) ||
+        latch_read(&c->region->global.seq, c->region->global.rec[0], sizeof g / 8, &g, 1000) ||
+        g.sup_pid == (uint32_t)getpid())
+        return;
+    char err[256];
+    if (remote_connect(&c->fwd, fw, 2000, err, sizeof err) != 0)
+        c->fwd = NULL;
 }
 
 OAG_EXPORT int oag_connect(oag_client **out, const char *endpoint)
@@ -252,7 +279,7 @@ OAG_EXPORT int oag_connect(oag_client **out, const char *endpoint)
     oag_client *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
-    c->sock = c->doorbell_fd = c->cmp_fd = -1;
+    c->sock = c->doorbell_fd = c->cmp_fd = c->fwd_epfd = -1;
     c->spin_ns = SPIN_START_NS;
     c->spin_max_ns = SPIN_MAX_NS;
     c->next_ticket = 1;
@@ -338,6 +365,7 @@ OAG_EXPORT int oag_connect(oag_client **out, const char *endpoint)
     tv.tv_sec = 0;
     setsockopt(c->sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     publish_state(c, now_ns());
+    connect_overflow(c);
     *out = c;
     return 0;
 
@@ -355,6 +383,9 @@ OAG_EXPORT void oag_close(oag_client *c)
     if (!c)
         return;
     remote_close(c->remote);
+    remote_close(c->fwd);
+    if (c->fwd_epfd >= 0)
+        close(c->fwd_epfd);
     if (c->lane)
         munmap(c->lane, c->lane_size);
     if (c->region)
@@ -447,6 +478,14 @@ OAG_EXPORT int oag_submit_ex(oag_client *c, const void *in, size_t in_len,
     if (c->reserved)
         return -EBUSY;
     int rc = check_space(c, in_len);
+    if (rc == -EBUSY && c->fwd) {
+        /* The supervisor's queue is full: the overflow target takes it. */
+        uint64_t t;
+        rc = remote_submit(c->fwd, in, in_len, opts, &t);
+        if (rc == 0 && ticket)
+            *ticket = t | FWD_TAG;
+        return rc;
+    }
     if (rc)
         return rc;
     struct oag_slot_hdr *s = ring_slot(&c->sub, c->sub.mine);
@@ -624,12 +663,46 @@ static int deliver_stash(oag_client *c, oag_completion *done, int max)
     return n;
 }
 
+/* oag_poll while tasks are out on the overflow connection: each call returns completions of
+ * one side only (so each side's "valid until the next call" holds), waiting in slices of 1 ms
+ * on the lane. Only while overflow tasks are out. */
+static int poll_both(oag_client *c, oag_completion *done, int max, int timeout_ms)
+{
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    release_held(c);
+    for (;;) {
+        int n = remote_poll(c->fwd, done, max, 0);
+        if (n < 0)
+            return n;
+        if (n > 0) {
+            for (int i = 0; i < n; i++)
+                done[i].ticket |= FWD_TAG;
+            return n;
+        }
+        if (c->nstash)
+            return deliver_stash(c, done, max);
+        if (c->dead && ring_cons_avail(&c->cmp) <= 0)
+            return c->dead;
+        int avail = wait_completions(c, timeout_ms == 0 || now_ns() >= deadline ? 0 : 1);
+        if (avail < 0)
+            return avail;
+        if (avail > 0)
+            return take(c, done, max, avail);
+        if (timeout_ms == 0 || now_ns() >= deadline)
+            return 0;
+        if (remote_outstanding(c->fwd) == 0)
+            return oag_poll(c, done, max, (int)((deadline - now_ns()) / 1000000ull));
+    }
+}
+
 OAG_EXPORT int oag_poll(oag_client *c, oag_completion *done, int max, int timeout_ms)
 {
     if (c->remote)
         return remote_poll(c->remote, done, max, timeout_ms);
     if (max <= 0)
         return -EINVAL;
+    if (c->fwd && remote_outstanding(c->fwd) > 0)
+        return poll_both(c, done, max, timeout_ms);
     release_held(c);
     if (c->nstash)
         return deliver_stash(c, done, max);
@@ -659,14 +732,29 @@ OAG_EXPORT int oag_event_fd(oag_client *c)
         return remote_event_fd(c->remote);
     c->evmode = 1;
     oag_store_seqcst_u32(&c->cmp.ctl->waiting, 1);
-    return c->cmp_fd;
+    if (!c->fwd)
+        return c->cmp_fd;
+    /* With an overflow connection: one fd readable when either side has results. */
+    if (c->fwd_epfd < 0) {
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev = { .events = EPOLLIN };
+        int rfd = remote_event_fd(c->fwd);
+        if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, c->cmp_fd, &ev) < 0 || rfd < 0 ||
+            epoll_ctl(ep, EPOLL_CTL_ADD, rfd, &ev) < 0) {
+            if (ep >= 0)
+                close(ep);
+            return -errno;
+        }
+        c->fwd_epfd = ep;
+    }
+    return c->fwd_epfd;
 }
 
 OAG_EXPORT unsigned oag_outstanding(const oag_client *c)
 {
     if (c->remote)
         return remote_outstanding(c->remote);
-    return c->outstanding + c->nstash;
+    return c->outstanding + c->nstash + (c->fwd ? remote_outstanding(c->fwd) : 0);
 }
 
 /* Sets aside a completion oag_infer() met for another ticket (the caller's own asynchronous
@@ -700,7 +788,10 @@ OAG_EXPORT int oag_infer(oag_client *c, const void *in, size_t in_len, void *out
             return -ENOMEM;
     }
     for (;;) {
-        rc = oag_submit(c, in, in_len, &ticket);
+        rc = check_space(c, in_len) == -EBUSY && c->fwd ? -EBUSY
+                                                        : oag_submit(c, in, in_len, &ticket);
+        if (rc == -EBUSY && c->fwd) /* the supervisor is full: the overflow target answers */
+            return remote_infer(c->fwd, in, in_len, out, out_cap, out_len, timeout_ms);
         if (rc != -EAGAIN)
             break;
         /* Lane full with the caller's own async tasks: move their results aside. */

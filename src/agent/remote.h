@@ -24,7 +24,10 @@ struct oag_remote;
 /* 1 if endpoint names a remote scheme (tcp:// or etcd://). */
 int remote_is_endpoint(const char *endpoint);
 
-int remote_connect(struct oag_remote **out, const char *endpoint, char *err, size_t errcap);
+/* wait_ms: how long to wait for a first supervisor's welcome (0: $OAG_NET_CONNECT_MS, else
+ * 10 s). */
+int remote_connect(struct oag_remote **out, const char *endpoint, unsigned wait_ms, char *err,
+                   size_t errcap);
 void remote_close(struct oag_remote *r);
 int remote_submit(struct oag_remote *r, const void *in, size_t len, const oag_submit_opts *opts,
                   uint64_t *ticket);

@@ -10,9 +10,10 @@ int remote_is_endpoint(const char *e)
     return e && (!strncmp(e, "tcp://", 6) || !strncmp(e, "etcd://", 7));
 }
 
-int remote_connect(struct oag_remote **out, const char *endpoint, char *err, size_t errcap)
+int remote_connect(struct oag_remote **out, const char *endpoint, unsigned wait_ms, char *err,
+                   size_t errcap)
 {
-    (void)endpoint;
+    (void)endpoint, (void)wait_ms;
     *out = NULL;
     snprintf(err, errcap, "this liboag was built without ZeroMQ: no remote endpoints");
     return -EPROTONOSUPPORT;

@@ -290,3 +290,95 @@ out:
     cJSON_Delete(b);
     return rc;
 }
+
+/* ---- watch ------------------------------------------------------------------------------ */
+
+struct watch_ctx {
+    struct etcd *e;
+    int (*on_event)(void *arg);
+    int (*stop)(void *arg);
+    void *arg;
+    int ended;                 /* a callback asked to stop */
+};
+
+/* The stream: one JSON object per line; a line with result.events is a change. */
+static size_t on_watch_data(char *p, size_t sz, size_t n, void *arg)
+{
+    struct watch_ctx *w = arg;
+    size_t k = sz * n;
+    if (on_data(p, sz, n, w->e) != k)
+        return 0;
+    char *nl;
+    while ((nl = memchr(w->e->buf, '\n', w->e->len)) != NULL) {
+        size_t line = (size_t)(nl - w->e->buf);
+        cJSON *j = cJSON_ParseWithLength(w->e->buf, line);
+        const cJSON *res = j ? cJSON_GetObjectItemCaseSensitive(j, "result") : NULL;
+        const cJSON *ev = res ? cJSON_GetObjectItemCaseSensitive(res, "events") : NULL;
+        int change = cJSON_IsArray(ev) && cJSON_GetArraySize(ev) > 0;
+        cJSON_Delete(j);
+        memmove(w->e->buf, nl + 1, w->e->len - line - 1);
+        w->e->len -= line + 1;
+        if (change && w->on_event(w->arg)) {
+            w->ended = 1;
+            return 0;
+        }
+    }
+    return k;
+}
+
+static int on_watch_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+{
+    struct watch_ctx *w = arg;
+    (void)a, (void)b, (void)c, (void)d;
+    if (w->stop(w->arg)) {
+        w->ended = 1;
+        return 1;
+    }
+    return 0;
+}
+
+int etcd_watch_prefix(struct etcd *e, const char *prefix, int (*on_event)(void *arg),
+                      int (*stop)(void *arg), void *arg)
+{
+    size_t n = strlen(prefix);
+    char end[512];
+    if (n == 0 || n >= sizeof end)
+        return -EINVAL;
+    memcpy(end, prefix, n);
+    end[n - 1] = (char)(end[n - 1] + 1);
+    cJSON *b = body_new(), *cr = cJSON_CreateObject();
+    if (!b || !cr || b64_add(cr, "key", prefix, n) || b64_add(cr, "range_end", end, n)) {
+        cJSON_Delete(b);
+        cJSON_Delete(cr);
+        return -ENOMEM;
+    }
+    cJSON_AddItemToObject(b, "create_request", cr);
+    char *text = cJSON_PrintUnformatted(b);
+    cJSON_Delete(b);
+    if (!text)
+        return -ENOMEM;
+    char url[320];
+    snprintf(url, sizeof url, "%s/v3/watch", e->base);
+    struct watch_ctx w = { e, on_event, stop, arg, 0 };
+    e->len = 0;
+    e->overflow = 0;
+    CURL *c = e->curl;
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_watch_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &w);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_watch_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &w);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, e->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    CURLcode rc = curl_easy_perform(c);
+    free(text);
+    if (w.ended)
+        return 0;
+    if (rc == CURLE_OK)
+        return -ECONNRESET; /* etcd ended the stream */
+    return rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -ECONNREFUSED;
+}

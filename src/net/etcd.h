@@ -32,4 +32,12 @@ int etcd_put(struct etcd *e, const char *key, const char *val, int64_t lease);
 int etcd_range_prefix(struct etcd *e, const char *prefix,
                       void (*fn)(const char *key, const char *val, void *arg), void *arg);
 
+/* Watches every key starting with prefix (a streaming /v3/watch): calls on_event(arg) once per
+ * response that carries events (a put or a delete, including a lease expiry). Blocks until
+ * etcd ends the stream or an error (returned, negative errno), or until on_event or stop(arg)
+ * returns nonzero (returns 0); stop is polled about once a second while the stream is idle.
+ * Uses its own handle e (not shared with the other calls while it runs). */
+int etcd_watch_prefix(struct etcd *e, const char *prefix, int (*on_event)(void *arg),
+                      int (*stop)(void *arg), void *arg);
+
 #endif

@@ -38,7 +38,7 @@
 #include "scheduler/log.h"
 
 #define GW_MAX_LANES 16
-#define GW_MAX_CLIENTS 128
+#define GW_MAX_CLIENTS 64     /* the task pool holds 2 x window for each (~16 KiB x window) */
 #define GW_MAX_KEYS 1024
 #define GW_OVERFLOW 16384
 #define GW_IDLE_NS 60000000000ull /* a silent client with nothing pending is forgotten */
@@ -93,11 +93,13 @@ struct gateway {
     struct gateway_cfg cfg;
     uint64_t session;          /* random per start (WELCOME): sequence numbers begin again */
     void *zctx, *router, *zap, *mon;
-    int stop_efd, tfd;
+    int stop_efd, tfd, reg_efd;
     pthread_t thr, reg;
     int thr_started, reg_started;
     atomic_int stop;
     atomic_uint load;          /* tasks in flight: written by the gateway thread, read by reg */
+    atomic_int draining;       /* the supervisor stopped publishing ready: written by the
+                                  gateway thread, read by reg (which then deregisters) */
     /* lanes */
     oag_client *lane[GW_MAX_LANES];
     int lane_fd[GW_MAX_LANES];
@@ -350,11 +352,12 @@ static void send_ctl(struct gateway *g, struct gclient *c, uint8_t type, const v
 
 /* ERROR to a routing id we may not know as a client (a refused frame). */
 static void send_error(struct gateway *g, const void *rid, size_t rid_len, int32_t code,
-                       const char *text)
+                       const char *text, uint64_t client, uint64_t seq)
 {
     uint8_t b[NET_HDR + 8 + 200];
     size_t n = strnlen(text, 200);
-    struct net_hdr h = { .type = NET_ERROR, .body_len = (uint32_t)(8 + n) };
+    struct net_hdr h = { .type = NET_ERROR, .client = client, .seq = seq,
+                         .body_len = (uint32_t)(8 + n) };
     net_put_hdr(b, &h);
     uint8_t *p = b + NET_HDR;
     for (int i = 0; i < 4; i++) {
@@ -640,6 +643,10 @@ static void on_tasks(struct gateway *g, struct gclient *c, const uint8_t *p, siz
             add_result(g, t, -EMSGSIZE, NULL, 0);
             continue;
         }
+        if (atomic_load_explicit(&g->draining, memory_order_relaxed)) {
+            add_result(g, t, -ECANCELED, NULL, 0); /* shutting down: as a local agent sees */
+            continue;
+        }
         int rc = g->ovf_n ? -EAGAIN : lane_submit(g, t, r.data, r.len, r.timeout_us, r.priority);
         if (rc == -EAGAIN || rc == -EBUSY) {
             uint8_t *copy = g->ovf_n < GW_OVERFLOW ? malloc(r.len ? r.len : 1) : NULL;
@@ -663,9 +670,14 @@ static void on_message(struct gateway *g, const uint8_t *rid, size_t rlen, const
 {
     struct net_hdr h;
     const char *why = "";
-    int rc = len > g->cfg.frame_max ? -EMSGSIZE : net_frame_parse(p, len, g->max_payload, &h, &why);
-    if (len > g->cfg.frame_max)
+    memset(&h, 0, sizeof h);
+    /* Records over the payload cap are answered one by one (-EMSGSIZE results, in on_tasks):
+     * the frame's other tasks still run. The frame cap bounds every record already. */
+    int rc = net_frame_parse(p, len, g->cfg.frame_max, &h, &why);
+    if (len > g->cfg.frame_max) {
+        rc = -EMSGSIZE;
         why = "frame larger than --net-frame-max";
+    }
     if (rc == 0 && h.type != NET_TASKS && h.type != NET_HELLO && h.type != NET_ACK) {
         rc = -EPROTO;
         why = "frame type a client may not send";
@@ -673,14 +685,18 @@ static void on_message(struct gateway *g, const uint8_t *rid, size_t rlen, const
     if (rc) {
         g->refused_frames++;
         log_warn("gateway: refused a frame of %zu bytes: %s (%s)", len, why, strerror(-rc));
-        send_error(g, rid, rlen, rc, why);
+        /* A TASKS frame whose header was readable is named by its seq: the client ends its
+         * tasks with this error instead of waiting for them. */
+        int named = len >= NET_HDR && h.magic == NET_MAGIC && h.type == NET_TASKS;
+        send_error(g, rid, rlen, rc, why, named ? h.client : 0, named ? h.seq : 0);
         return;
     }
     struct gclient *c = client_find(g, h.client, rid, rlen, h.type == NET_HELLO ||
                                                              h.type == NET_TASKS);
     if (!c) {
         if (h.type != NET_ACK)
-            send_error(g, rid, rlen, -EBUSY, "too many clients");
+            send_error(g, rid, rlen, -EBUSY, "too many clients", h.client,
+                       h.type == NET_TASKS ? h.seq : 0);
         return;
     }
     if (h.type == NET_HELLO) {
@@ -775,7 +791,7 @@ static void *gw_main(void *arg)
         return NULL;
     log_info("gateway: serving remote agents on %s (%u lanes)", g->cfg.listen, g->nlanes);
     zmq_pollitem_t items[5 + GW_MAX_LANES];
-    uint64_t last_sweep = now_ns(), next = UINT64_MAX;
+    uint64_t last_sweep = now_ns(), last_check = 0, next = UINT64_MAX;
     while (!atomic_load(&g->stop)) {
         int n = 0;
         items[n++] = (zmq_pollitem_t){ .socket = g->router, .events = ZMQ_POLLIN };
@@ -825,6 +841,21 @@ static void *gw_main(void *arg)
         }
         if (g->ovf_n && now + 1000000 < next)
             next = now + 1000000;
+        if (now - last_check > 100000000ull) {
+            /* A supervisor that publishes ready = 0 after serving is shutting down: take no
+             * more tasks (they would hold its drain open) and leave etcd. */
+            last_check = now;
+            oag_info inf;
+            if (oag_get_info(g->lane[0], &inf) == 0 && !inf.ready &&
+                !atomic_load_explicit(&g->draining, memory_order_relaxed)) {
+                log_info("gateway: the supervisor is draining: new remote tasks are cancelled");
+                atomic_store_explicit(&g->draining, 1, memory_order_relaxed); /* a flag */
+                uint64_t one = 1;
+                if (write(g->reg_efd, &one, sizeof one) < 0) {
+                    /* EAGAIN: already signalled */
+                }
+            }
+        }
         if (now - last_sweep > 1000000000ull) {
             last_sweep = now;
             for (uint32_t i = 0; i < g->ncli; i++) {
@@ -884,8 +915,9 @@ static void *reg_main(void *arg)
         uint64_t now = now_ns();
         if (!rc && lease && (load != last_load || now - last_put > 5000000000ull)) {
             char val[512];
-            snprintf(val, sizeof val, "{\"addr\":\"%s\",\"gpus\":%d,\"load\":%u,\"pid\":%d}",
-                     g->addr, g->cfg.gpus, load, (int)getpid());
+            snprintf(val, sizeof val, "{\"addr\":\"%s\",\"gpus\":%d,\"engine\":\"%.32s\","
+                     "\"load\":%u,\"pid\":%d}", g->addr, g->cfg.gpus,
+                     g->cfg.engine ? g->cfg.engine : "", load, (int)getpid());
             rc = etcd_put(e, key, val, lease);
             if (!rc) {
                 if (last_load == UINT32_MAX)
@@ -901,8 +933,16 @@ static void *reg_main(void *arg)
         } else if (!rc) {
             warned = 0;
         }
-        struct pollfd pf = { .fd = g->stop_efd, .events = POLLIN };
-        poll(&pf, 1, rc ? 200 : (int)period_ms);
+        struct pollfd pf[2] = { { .fd = g->stop_efd, .events = POLLIN },
+                                { .fd = g->reg_efd, .events = POLLIN } };
+        poll(pf, 2, rc ? 200 : (int)period_ms);
+        if (atomic_load_explicit(&g->draining, memory_order_relaxed)) {
+            if (lease)
+                etcd_lease_revoke(e, lease); /* clients see the key go at once */
+            lease = 0;
+            log_info("gateway: left etcd (draining)");
+            break;
+        }
     }
     if (lease)
         etcd_lease_revoke(e, lease);
@@ -919,7 +959,7 @@ int gateway_start(struct gateway **out, const struct gateway_cfg *cfg)
     if (!g)
         return -ENOMEM;
     g->cfg = *cfg;
-    g->stop_efd = g->tfd = -1;
+    g->stop_efd = g->tfd = g->reg_efd = -1;
     if (g->cfg.lanes == 0 || g->cfg.lanes > GW_MAX_LANES)
         g->cfg.lanes = 2;
     if (!gateway_is_loopback(cfg->listen) && !cfg->curve_secret) {
@@ -950,8 +990,9 @@ int gateway_start(struct gateway **out, const struct gateway_cfg *cfg)
         g->session = now_ns() ^ ((uint64_t)getpid() << 40);
     g->stop_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     g->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    g->reg_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     g->zctx = zmq_ctx_new();
-    if (g->stop_efd < 0 || g->tfd < 0 || !g->zctx)
+    if (g->stop_efd < 0 || g->tfd < 0 || g->reg_efd < 0 || !g->zctx)
         goto fail;
     g->router = zmq_socket(g->zctx, ZMQ_ROUTER);
     if (!g->router)
@@ -1059,6 +1100,8 @@ void gateway_stop(struct gateway *g)
         close(g->stop_efd);
     if (g->tfd >= 0)
         close(g->tfd);
+    if (g->reg_efd >= 0)
+        close(g->reg_efd);
     hmap_fini(&g->by_task);
     hmap_fini(&g->by_ticket);
     free(g->tasks);

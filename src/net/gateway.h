@@ -10,7 +10,8 @@
  * into frames, keeps each frame until the client acknowledges it and sends the unacknowledged
  * ones again when the client reconnects.
  *
- * With an etcd URL it registers "PREFIX/NAME" = {"addr", "gpus", "load", "pid"} under a lease
+ * With an etcd URL it registers "PREFIX/NAME-PID" = {"addr", "gpus", "engine", "load", "pid"}
+ * under a lease
  * it keeps alive (a second thread, so that a slow etcd never stalls the gateway).
  */
 #ifndef OAG_NET_GATEWAY_H
@@ -36,7 +37,8 @@ struct gateway_cfg {
     const char *etcd_prefix;     /* key prefix, e.g. /oag */
     uint32_t etcd_ttl_s;         /* lease TTL */
     const char *advertise;       /* address to register (default: the listen address) */
-    int gpus;                    /* registered as is */
+    int gpus;                    /* GPUs serving (registered as is) */
+    const char *engine;          /* engine name (registered) */
 };
 
 /* Checks the configuration, binds the listening socket (so that a taken port or a refused

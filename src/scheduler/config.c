@@ -546,8 +546,10 @@ static const struct opt opts[] = {
     { "etcd-ttl", O_ETCD_TTL, "S", set_u32, 1, 3600, OFF(etcd_ttl_s), 0,
       "etcd lease TTL: the key vanishes this long after a crash\n(default 2)" },
     { "forward", O_FORWARD, "URL", set_forward, 0, 0, OFF(forward), 0,
-      "with --backend remote: run batches on the supervisors at URL\n"
-      "(tcp://H:P[,tcp://H:P...] or etcd://H:P/PREFIX[?policy=...])" },
+      "other supervisors (tcp://H:P[,tcp://H:P...] or\n"
+      "etcd://H:P/PREFIX[?policy=...]): with --backend remote every\n"
+      "batch runs there; else agents send tasks there while the\n"
+      "queue here is full (instead of -EBUSY)" },
     { "net-lanes", O_NET_LANES, "N", set_u32, 1, 16, OFF(net_lanes), 0,
       "lanes the gateway opens to this supervisor (default 2)" },
     { "net-batch-max", O_NET_BATCH_MAX, "N", set_u32, 1, 65536, OFF(net_batch_max), 0,
@@ -846,8 +848,8 @@ static int check_all(struct parse *p)
                 c->max_lanes);
         return -EINVAL;
     }
-    if (!strcmp(c->backend, "remote") != !!c->forward) {
-        fprintf(stderr, "oag-supervisor: --backend remote and --forward URL go together\n");
+    if (!strcmp(c->backend, "remote") && !c->forward) {
+        fprintf(stderr, "oag-supervisor: --backend remote needs --forward URL\n");
         return -EINVAL;
     }
     if (c->model && !strcmp(c->backend, "identity")) {

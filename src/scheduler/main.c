@@ -135,10 +135,12 @@ int main(int argc, char **argv)
     err = instance_open(&s);
     if (err)
         goto out_instance;
+    gateway_set_forward(c->forward); /* --backend remote: batches go there (src/net) */
+    if (c->forward && strcmp(c->backend, "remote"))
+        setenv("OAG_FORWARD", c->forward, 1); /* agents: overflow while the queue is full */
     /* The engine is loaded and warmed up before the loop serves anyone (agents that connect
      * meanwhile wait in the socket's backlog): a supervisor that cannot serve its model
      * refuses to start instead of serving half a model. */
-    gateway_set_forward(c->forward); /* --backend remote: batches go there (src/net) */
     err = engines_start(&s);
     if (err)
         goto out_instance;
@@ -153,7 +155,9 @@ int main(int argc, char **argv)
             .delay_us = c->net_batch_delay_us, .frame_max = c->net_frame_max,
             .window = c->net_window, .hwm = c->net_hwm, .curve_secret = c->curve_secret,
             .curve_allowed = c->curve_allowed, .etcd = c->etcd, .etcd_prefix = c->etcd_prefix,
-            .etcd_ttl_s = c->etcd_ttl_s, .advertise = c->advertise, .gpus = c->ngpus,
+            .etcd_ttl_s = c->etcd_ttl_s, .advertise = c->advertise,
+            .engine = s.engine_ops->name,
+            .gpus = strcmp(s.engine_ops->name, "cuda") ? 0 : (int)s.ninst, /* one per GPU */
         };
         if (gateway_start(&gw, &gc)) {
             waker_stop(&s.waker);

@@ -16,6 +16,7 @@
 struct reg_count {
     int n;
     char addr[4][128];
+    char val[4][256];
 };
 
 static void on_kv(const char *key, const char *val, void *arg)
@@ -25,6 +26,8 @@ static void on_kv(const char *key, const char *val, void *arg)
     const char *a = strstr(val, "\"addr\":\"");
     if (c->n < 4 && a)
         snprintf(c->addr[c->n], sizeof c->addr[0], "%.*s", (int)strcspn(a + 8, "\""), a + 8);
+    if (c->n < 4)
+        snprintf(c->val[c->n], sizeof c->val[0], "%s", val);
     c->n++;
 }
 
@@ -81,8 +84,18 @@ int main(void)
     while (registered(e.url, prefix, &rc) < 2 && h_now_ms() < end)
         h_sleep_ms(50);
     CHECK(rc.n == 2, "%d supervisors registered, want 2", rc.n);
+    for (int i = 0; i < rc.n && i < 2; i++) {
+        CHECK(!strcmp(rc.addr[i], epa) || !strcmp(rc.addr[i], epb), "registered address %s",
+              rc.addr[i]);
+        CHECK(strstr(rc.val[i], "\"engine\":\"identity\"") && strstr(rc.val[i], "\"gpus\":0") &&
+              strstr(rc.val[i], "\"load\":") && strstr(rc.val[i], "\"pid\":"),
+              "registered value %s", rc.val[i]);
+    }
+    fprintf(stderr, "registered: %s\n", rc.val[0]);
 
     snprintf(conn, sizeof conn, "etcd://127.0.0.1:%d%s?policy=rr", e.port, prefix);
+    /* Periodic reads rarely: a supervisor found within a few seconds was seen by the watch. */
+    setenv("OAG_NET_ETCD_POLL_MS", "6000", 1);
     oag_client *cl = NULL;
     int r = oag_connect(&cl, conn);
     CHECK(r == 0, "oag_connect(%s): %s (%s)", conn, oag_strerror(r), oag_last_error());
@@ -110,7 +123,7 @@ int main(void)
     uint64_t t_kill = h_now_ms();
     kill(b.pid, SIGKILL);
     h_sup_wait(&b, 3000);
-    uint64_t t_caught_up = 0, t_vanished = 0;
+    uint64_t t_caught_up = 0, t_vanished = 0, t_c = 0, t_c_found = 0;
     while (l.completed < l.total && h_now_ms() < end) {
         if (n_load_step(&l, 20) < 0)
             break;
@@ -127,7 +140,10 @@ int main(void)
             /* A third supervisor joins: the client finds it without reconnecting. */
             if (h_sup_start(&c, "etc", 0700, xc, NULL))
                 break;
+            t_c = h_now_ms();
         }
+        if (c.pid && !t_c_found && oag_get_info(cl, &info) == 0 && info.agents >= 2)
+            t_c_found = h_now_ms();
     }
     while (!t_vanished && h_now_ms() < t_kill + (TTL_S + 3) * 1000) {
         if (registered(e.url, prefix, &rc) == 1 + (c.pid != 0))
@@ -152,6 +168,11 @@ int main(void)
     CHECK(l.bad == 0 && l.dup == 0 && l.errs == 0, "bad %u dup %u errors %u", l.bad, l.dup,
           l.errs);
     CHECK(tc > 0, "the supervisor that joined later got no task (%lld)", tc);
+    fprintf(stderr, "the supervisor that joined was in use %lld ms after it was ready\n",
+            t_c_found ? (long long)(t_c_found - t_c) : -1);
+    CHECK(t_c_found && t_c_found - t_c < 4000, "the joining supervisor was found after %lld ms "
+          "(the watch should see it well before the 6 s periodic read)",
+          t_c_found ? (long long)(t_c_found - t_c) : -1);
     oag_close(cl);
     n_load_fini(&l);
 out:
