@@ -258,7 +258,7 @@ void instance_publish(struct sup *s, int ready)
     g.max_delay_us = s->cfg.max_delay_us;
     g.ring_slots = s->cfg.ring_slots;
     g.agents = s->nactive;
-    g.ready = (uint32_t)(ready && s->ready);
+    g.ready = (uint32_t)(ready && s->ready && !s->draining); /* draining: not ready */
     snprintf(g.engine, sizeof g.engine, "%s", s->engine_ops ? s->engine_ops->name : s->cfg.backend);
     snprintf(g.model, sizeof g.model, "%s", s->model_name);
     g.model_version = s->model_version;

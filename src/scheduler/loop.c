@@ -82,6 +82,7 @@ static void begin_drain(struct sup *s, const char *why)
     log_info("%s: draining and stopping the fleet", why);
     s->draining = 1;
     s->drain_started_ns = now_ns();
+    instance_publish(s, 0); /* ready = 0: the gateway takes no new remote tasks */
     /* Stop accepting: new agents get ECONNREFUSED/ENOENT, not a lane. */
     if (s->listen_fd >= 0) {
         loop_cancel(s, ud_make(UD_LISTEN, 0, 0));
