@@ -121,6 +121,8 @@ struct opts {
     unsigned m_samples;       /* latency samples kept per row, all agents together */
     unsigned threads;         /* --threads for the cpu engine; 0: OpenBLAS's default */
     unsigned device;
+    const char *gpus;         /* --gpus LIST for the model supervisors (default: --device) */
+    unsigned instances;       /* --instances N for cpu model supervisors (0: theirs) */
     unsigned sup_ready_s;
     int skip_offline, skip_e2e, skip_mlat, skip_sync, skip_batching;
     int supervisor_set;

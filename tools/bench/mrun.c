@@ -629,9 +629,14 @@ int msup_start(const struct opts *o, const struct model_res *mr, const char *bac
         args[n++] = "--spin-us";
         args[n++] = "0";
     }
+    char ni[16];
     if (!strcmp(backend, "cuda")) {
         args[n++] = "--gpus";
-        args[n++] = dev;
+        args[n++] = o->gpus ? o->gpus : dev;
+    } else if (o->instances) {
+        snprintf(ni, sizeof ni, "%u", o->instances);
+        args[n++] = "--instances";
+        args[n++] = ni;
     }
     if (o->threads) {
         args[n++] = "--threads";

@@ -30,6 +30,9 @@ void usage(FILE *f)
         "                     supervisor's build, else %s)\n"
         "  --backend B        auto (default: cuda if it works, else cpu) | cpu | cuda\n"
         "  --device N         GPU for cuda (offline engine and the supervisor's --gpus; default 0)\n"
+        "  --gpus LIST        the model supervisors' --gpus instead (e.g. 0,1,2,3: one engine\n"
+        "                     instance per GPU; tools/bench-multigpu)\n"
+        "  --instances N      the model supervisors' --instances (cpu engine)\n"
         "  --threads N        --threads for the cpu engine (default: OpenBLAS's)\n"
         "  --max-batch N      cap of every batch size (default 8192)\n"
         "  --batches LIST     offline batch sizes (default 1,8,32,128,512,2048,8192; 1, the e2e\n"
@@ -197,6 +200,11 @@ int parse_args(struct opts *o, int argc, char **argv)
             bad = strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "cuda");
         } else if (!strcmp(a, "--device") && v) {
             bad = parse_uint(v, &o->device, 0, 63);
+        } else if (!strcmp(a, "--gpus") && v) {
+            o->gpus = v;
+            bad = !*v || strspn(v, "0123456789,") != strlen(v);
+        } else if (!strcmp(a, "--instances") && v) {
+            bad = parse_uint(v, &o->instances, 1, 16);
         } else if (!strcmp(a, "--threads") && v) {
             bad = parse_uint(v, &o->threads, 1, 1024);
         } else if (!strcmp(a, "--max-batch") && v) {
