@@ -127,3 +127,16 @@ put("proto", "region-small", proto(welcome(lane_size=size), 0x0f, 100, region(),
 put("proto", "lane-size-mismatch", proto(welcome(lane_size=size), 0x0f, 4096, region(), size + 4096, h))
 put("proto", "truncated-welcome", proto(welcome(lane_size=size), 0x0f, 4096, region(), size, h, wlen=20))
 put("proto", "no-answer", proto(welcome(lane_size=size), 0x2f, 4096, region(), size, h))
+
+# ---- hello: the first message of a connection (struct oag_hello, 280 bytes)
+def hello(kind, cmd=b"", agent_id=-1, abi=1, magic=0x4f414748):
+    return struct.pack("<IIIiII", magic, abi, kind, agent_id, 4242, 0) + cmd.ljust(256, b"\0")
+for nm, c in [("status", b"status"), ("status-json", b"status --json"), ("trace", b"trace 5 --json"),
+              ("trace-bad", b"trace 0 x"), ("scale", b"scale 3"), ("reload", b"reload /nonexistent"),
+              ("unknown", b"frobnicate")]:
+    put("hello", "ctl-" + nm, hello(2, c))
+put("hello", "agent", hello(1))
+put("hello", "agent-id-huge", hello(1, agent_id=1 << 29))
+put("hello", "bad-abi", hello(1, abi=2))
+put("hello", "bad-kind", hello(7))
+put("hello", "short", hello(1)[:10])
