@@ -630,6 +630,7 @@ struct h_agent {
 struct h_status {
     int pid;
     long long tasks_done;
+    long long dropped;         /* results dropped because their agent's lane went */
     char engine[32];
     int nagents;
     struct h_agent a[H_MAX_AGENTS];
@@ -663,6 +664,7 @@ static inline int h_status(const struct h_sup *s, struct h_status *st)
     int ok = 1;
     st->pid = (int)h_json_ll(j, "pid", &ok);
     st->tasks_done = h_json_ll(j, "tasks_done", &ok);
+    st->dropped = h_json_ll(j, "dropped", &ok);
     const cJSON *eng = cJSON_GetObjectItemCaseSensitive(j, "engine");
     if (cJSON_IsString(eng))
         snprintf(st->engine, sizeof st->engine, "%s", eng->valuestring);

@@ -16,6 +16,11 @@
  *   - SIGTERM then stops it cleanly (exit 0) and nothing of the instance is left in /dev/shm.
  *
  * Environment: OAG_SUPERVISOR, OAG_CTL, OAG_AGENT_WORKER; OAG_KILLS overrides 200.
+ * The kill_inflight variant runs the engine on a worker thread with 2 ms batches
+ * (OAG_FAULT_ENGINE_THREADED, OAG_FAULT_ENGINE_DELAY_US; test builds) so that agents die while
+ * the engine reads and writes their lanes by pointer, and requires (OAG_KILL_EXPECT_DROPPED=1)
+ * that results were indeed dropped for lanes gone mid-batch: the lanes' memory must outlive
+ * them until the batch is back, then go (the mapping count above).
  */
 #include "harness.h"
 
@@ -275,6 +280,12 @@ int main(void)
         }
     }
     CHECK_EQ(stalls, 0);
+    const char *xd = getenv("OAG_KILL_EXPECT_DROPPED");
+    if (xd && *xd == '1' && h_status(&s, &st) == 0) {
+        printf("kill: %lld results dropped for agents killed while their rows were in a batch\n",
+               st.dropped);
+        CHECK(st.dropped > 0, "no result was dropped: no agent died with rows in flight");
+    }
 
     /* Nothing leaked per death: shm, fds, mappings back to baseline (allow a moment to settle). */
     end = h_now_ms() + 5000;

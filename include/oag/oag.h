@@ -77,6 +77,11 @@ typedef struct oag_info {
 
 /* Connects to the supervisor at endpoint: a Unix socket path, or NULL for $OAG_ENDPOINT, then
  * the default endpoint ($XDG_RUNTIME_DIR/oag/default.sock, else /tmp/oag-UID/default.sock).
+ * A remote endpoint, "tcp://HOST:PORT" (or several, comma-separated) or
+ * "etcd://HOST:PORT/PREFIX[?policy=rr|least|latency]", reaches supervisors started with
+ * --listen over ZeroMQ with the same calls (docs/CLI.md, "Remote agents"); a remote client
+ * runs an I/O thread of its own, and oag_get_info() then reports agents = supervisors reachable.
+ * -EPROTONOSUPPORT: a remote endpoint in a liboag built without ZeroMQ.
  * On success *out owns the connection; release it with oag_close(). */
 OAG_EXPORT int oag_connect(oag_client **out, const char *endpoint);
 

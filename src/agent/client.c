@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "oag/oag.h"
+#include "remote.h"
 #include "shm/endpoint.h"
 #include "shm/latch.h"
 #include "shm/layout.h"
@@ -65,6 +66,7 @@ struct oag_client {
     uint8_t *stash_buf;
     uint32_t nstash;
     oag_completion *deliver;     /* scratch for oag_infer */
+    struct oag_remote *remote;   /* tcp:// or etcd:// endpoint: every call goes there (remote.c) */
 };
 
 static _Thread_local char last_error[256];
@@ -216,12 +218,32 @@ static int map_lane(oag_client *c, int fd, const struct oag_welcome *w)
     return 0;
 }
 
+static int connect_remote(oag_client **out, const char *endpoint)
+{
+    oag_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->sock = c->doorbell_fd = c->cmp_fd = -1;
+    char err[256] = "";
+    int rc = remote_connect(&c->remote, endpoint, err, sizeof err);
+    if (rc) {
+        set_error("%s", err);
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
 OAG_EXPORT int oag_connect(oag_client **out, const char *endpoint)
 {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     int fds[OAG_WELCOME_FDS], nfds = 0, rc;
     *out = NULL;
     last_error[0] = '\0';
+    const char *env_ep = endpoint ? endpoint : getenv("OAG_ENDPOINT");
+    if (remote_is_endpoint(env_ep))
+        return connect_remote(out, env_ep);
     rc = oag_resolve_endpoint(path, sizeof path, endpoint);
     if (rc) {
         set_error("endpoint path too long");
@@ -332,6 +354,7 @@ OAG_EXPORT void oag_close(oag_client *c)
 {
     if (!c)
         return;
+    remote_close(c->remote);
     if (c->lane)
         munmap(c->lane, c->lane_size);
     if (c->region)
@@ -419,6 +442,8 @@ static void fill_and_publish(oag_client *c, struct oag_slot_hdr *s, size_t len,
 OAG_EXPORT int oag_submit_ex(oag_client *c, const void *in, size_t in_len,
                              const oag_submit_opts *opts, uint64_t *ticket)
 {
+    if (c->remote)
+        return remote_submit(c->remote, in, in_len, opts, ticket);
     if (c->reserved)
         return -EBUSY;
     int rc = check_space(c, in_len);
@@ -437,6 +462,8 @@ OAG_EXPORT int oag_submit(oag_client *c, const void *in, size_t in_len, uint64_t
 
 OAG_EXPORT int oag_reserve(oag_client *c, size_t len, void **buf)
 {
+    if (c->remote)
+        return remote_reserve(c->remote, len, buf);
     if (c->reserved)
         return -EBUSY;
     int rc = check_space(c, len);
@@ -450,6 +477,8 @@ OAG_EXPORT int oag_reserve(oag_client *c, size_t len, void **buf)
 OAG_EXPORT int oag_commit(oag_client *c, size_t len, const oag_submit_opts *opts,
                           uint64_t *ticket)
 {
+    if (c->remote)
+        return remote_commit(c->remote, len, opts, ticket);
     if (!c->reserved)
         return -EINVAL;
     if (len > c->hdr.max_payload)
@@ -597,6 +626,8 @@ static int deliver_stash(oag_client *c, oag_completion *done, int max)
 
 OAG_EXPORT int oag_poll(oag_client *c, oag_completion *done, int max, int timeout_ms)
 {
+    if (c->remote)
+        return remote_poll(c->remote, done, max, timeout_ms);
     if (max <= 0)
         return -EINVAL;
     release_held(c);
@@ -624,6 +655,8 @@ OAG_EXPORT int oag_poll(oag_client *c, oag_completion *done, int max, int timeou
 
 OAG_EXPORT int oag_event_fd(oag_client *c)
 {
+    if (c->remote)
+        return remote_event_fd(c->remote);
     c->evmode = 1;
     oag_store_seqcst_u32(&c->cmp.ctl->waiting, 1);
     return c->cmp_fd;
@@ -631,6 +664,8 @@ OAG_EXPORT int oag_event_fd(oag_client *c)
 
 OAG_EXPORT unsigned oag_outstanding(const oag_client *c)
 {
+    if (c->remote)
+        return remote_outstanding(c->remote);
     return c->outstanding + c->nstash;
 }
 
@@ -652,6 +687,8 @@ static void stash_put(oag_client *c, const oag_completion *d)
 OAG_EXPORT int oag_infer(oag_client *c, const void *in, size_t in_len, void *out,
                          size_t out_cap, size_t *out_len, int timeout_ms)
 {
+    if (c->remote)
+        return remote_infer(c->remote, in, in_len, out, out_cap, out_len, timeout_ms);
     uint64_t ticket;
     int rc;
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : now_ns() + (uint64_t)timeout_ms * 1000000ull;
@@ -709,6 +746,8 @@ OAG_EXPORT int oag_infer(oag_client *c, const void *in, size_t in_len, void *out
 
 OAG_EXPORT int oag_get_info(oag_client *c, oag_info *info)
 {
+    if (c->remote)
+        return remote_get_info(c->remote, info);
     struct oag_global_state g;
     int rc = latch_read(&c->region->global.seq, c->region->global.rec[0], sizeof g / 8, &g, 1000);
     if (rc)

@@ -327,8 +327,8 @@ static int cpu_submit(struct oag_engine *e, struct oag_batch *b)
                 continue;
             }
             /* memcpy: the slot need not be 4-byte aligned. */
-            memcpy(e->act[0] + (size_t)m * e->in_dim, b->in + (size_t)i * b->in_stride,
-                   e->in_bytes);
+            memcpy(e->act[0] + (size_t)m * e->in_dim,
+                   b->in_ptr ? b->in_ptr[i] : b->in + (size_t)i * b->in_stride, e->in_bytes);
             e->rows[m++] = i;
         }
         if (m == 0)
@@ -336,8 +336,8 @@ static int cpu_submit(struct oag_engine *e, struct oag_batch *b)
         const float *res = forward(e, m);
         for (uint32_t k = 0; k < m; k++) {
             uint32_t r = e->rows[k];
-            memcpy(b->out + (size_t)r * b->out_stride, res + (size_t)k * e->out_dim,
-                   e->out_bytes);
+            memcpy(b->out_ptr ? b->out_ptr[r] : b->out + (size_t)r * b->out_stride,
+                   res + (size_t)k * e->out_dim, e->out_bytes);
             b->out_len[r] = e->out_bytes;
             b->status[r] = 0;
         }
@@ -351,10 +351,24 @@ static uint32_t cpu_out_row_bytes(struct oag_engine *e)
     return e->out_bytes;
 }
 
+/* Rows by pointer need nothing of host memory on the CPU: the rows are read and written where
+ * they are (gathered into the engine's own matrix anyway). */
+static int cpu_host_register(struct oag_engine *e, void *p, size_t len)
+{
+    (void)e;
+    (void)p;
+    (void)len;
+    return 0;
+}
+
+static void cpu_host_unregister(void *p) { (void)p; }
+
 const struct oag_engine_ops engine_cpu_ops = {
     .name = "cpu",
     .create = cpu_create,
     .destroy = cpu_destroy,
     .submit = cpu_submit,
     .out_row_bytes = cpu_out_row_bytes,
+    .host_register = cpu_host_register,
+    .host_unregister = cpu_host_unregister,
 };

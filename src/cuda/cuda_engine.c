@@ -74,6 +74,15 @@
 #define CU_SLEEP_MIN_NS 200000L   /* shorter predicted batches are not slept through */
 #define CU_SPIN_LEAD_NS 100000L   /* wake this long before the predicted end */
 #define CU_SPIN_MIN_NS 20000L
+/* Runs by cudaMemcpy2DAsync are off by default (OAG_CUDA_RUN_BYTES=N turns them on): on the
+ * H100 machine each call costs the submitting thread tens of microseconds, more than the copy
+ * engines gain over the kernels (docs/BENCHMARKS.md). */
+#define CU_RUN_BYTES ((size_t)-1)
+/* Blocks of the gather/scatter kernels at most (OAG_CUDA_ROW_BLOCKS; 0: one per row). Capping
+ * them would leave multiprocessors to the batches computing on the other streams, but on the
+ * H100 machine one block per row measured best end to end (docs/BENCHMARKS.md), so it is the
+ * default. */
+#define CU_ROW_BLOCKS 0u
 #define CU_RETRY_NS 100000000L    /* after a reset, retry bringing the device back this often */
 #define CU_LOST_NS 10000000000L   /* until this long has passed: then -ENODEV, retries each 1 s */
 #define CU_LOST_RETRY_NS 1000000000L
@@ -99,16 +108,28 @@ struct cu_layer_dev {
 struct cu_slot {
     cudaStream_t st;
     cudaEvent_t done;
+    cudaEvent_t t0, t1;            /* OAG_CUDA_TIMING=1: device time of each batch */
     cublasHandle_t blas;
     void *ws;
     void *buf[CU_NBUF];
     cudaGraphExec_t graph[CU_MAX_BUCKETS];
+    /* Rows by pointer: gather + plan + scatter per bucket, reading the slot's row table. */
+    cudaGraphExec_t graph_ptr[CU_MAX_BUCKETS];
+    struct cu_rowtab *tab;         /* pinned host memory (mapped in cuda_create, registered in
+                                      device_build); device address tab_dev */
+    struct cu_rowtab *tab_dev;
+    size_t tab_len;
     /* The batch in this slot. Written by the submitting thread before the hand-off (under mu),
      * then by the completion thread until its release store of done_seq. */
     struct oag_batch *b;
     int rc;         /* failed while enqueueing (the event is not waited for), or 0 */
     uint32_t bucket;
     long t_submit;  /* CLOCK_MONOTONIC ns at submit */
+    /* Rows by pointer: runs of rows at a constant stride (consecutive slots of one lane) big
+     * enough for the copy engines, moved by cudaMemcpy2DAsync around the graph; the kernels
+     * move the rest. Submitting thread only. */
+    struct cu_run { uint32_t row, n; const uint8_t *host; size_t pitch; } *run_in, *run_out;
+    uint32_t nrun_in, nrun_out;
 };
 
 struct oag_engine {
@@ -129,6 +150,16 @@ struct oag_engine {
     struct cu_slot slot[CU_SLOTS];
 
     struct cu_hostbuf *hostbufs;   /* host_alloc'ed, pinned; submitting thread only */
+    int rows_by_ptr;               /* the device can use registered host pointers directly */
+    int timing;                    /* OAG_CUDA_TIMING=1: time batches with events */
+    int dma_rows;                  /* rows by pointer moved by the copy engines (batched
+                                      memcpy), not by the gather/scatter kernels */
+    size_t run_bytes;              /* runs of rows at least this big go by the copy engines */
+    unsigned row_blocks;           /* blocks of the gather/scatter kernels (0: one per row) */
+    void **dma_dst;                /* submitting thread: the batched copies' operands */
+    const void **dma_src;
+    size_t *dma_size;
+    _Atomic uint64_t gpu_ns;       /* completion thread adds; stats() reads */
     int efd;
 
     /* Submission ring. reap_seq: submitting thread only. sub_seq: written by the submitting
@@ -378,18 +409,34 @@ static int run_plan(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
     return 0;
 }
 
-static int capture(struct oag_engine *e, struct cu_slot *s, uint32_t k)
+/* Enqueues a batch of `rows` rows by pointer: gather from the row table, the plan, scatter. */
+static int run_ptr(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
+{
+    cudaError_t err = cu_launch_gather(s->st, s->buf[CU_XIN], s->tab_dev, rows, e->in_bytes,
+                                       e->row_blocks);
+    if (err != cudaSuccess)
+        return cu_fail(e, err, "gather");
+    int rc = run_plan(e, s, rows);
+    if (rc)
+        return rc;
+    err = cu_launch_scatter(s->st, s->tab_dev, e->max_batch, s->buf[CU_YOUT], rows,
+                            e->out_bytes, e->row_blocks);
+    return err == cudaSuccess ? 0 : cu_fail(e, err, "scatter");
+}
+
+static int capture_one(struct oag_engine *e, struct cu_slot *s, uint32_t rows, int by_ptr,
+                       cudaGraphExec_t *out)
 {
     cudaGraph_t g = NULL;
     CU_TRY(e, cudaStreamBeginCapture(s->st, cudaStreamCaptureModeThreadLocal), "begin capture");
-    int rc = run_plan(e, s, e->buckets[k]);
+    int rc = by_ptr ? run_ptr(e, s, rows) : run_plan(e, s, rows);
     cudaError_t err = cudaStreamEndCapture(s->st, &g);
     if (!rc && err != cudaSuccess)
         rc = cu_fail(e, err, "end capture");
     if (!rc) {
-        err = cudaGraphInstantiate(&s->graph[k], g, 0);
+        err = cudaGraphInstantiate(out, g, 0);
         if (err != cudaSuccess) {
-            s->graph[k] = NULL;
+            *out = NULL;
             rc = cu_fail(e, err, "graph instantiate");
         }
     }
@@ -398,14 +445,27 @@ static int capture(struct oag_engine *e, struct cu_slot *s, uint32_t k)
     return rc;
 }
 
+static int capture(struct oag_engine *e, struct cu_slot *s, uint32_t k)
+{
+    int rc = capture_one(e, s, e->buckets[k], 0, &s->graph[k]);
+    if (!rc && e->rows_by_ptr && !e->dma_rows)
+        rc = capture_one(e, s, e->buckets[k], 1, &s->graph_ptr[k]);
+    return rc;
+}
+
 static void slot_teardown(struct oag_engine *e, struct cu_slot *s, int live)
 {
     if (live) {
         if (s->st)
             (void)cudaStreamSynchronize(s->st);
-        for (uint32_t k = 0; k < CU_MAX_BUCKETS; k++)
+        for (uint32_t k = 0; k < CU_MAX_BUCKETS; k++) {
             if (s->graph[k])
                 (void)cudaGraphExecDestroy(s->graph[k]);
+            if (s->graph_ptr[k])
+                (void)cudaGraphExecDestroy(s->graph_ptr[k]);
+        }
+        if (s->tab_dev)
+            (void)cudaHostUnregister(s->tab);
         if (s->blas)
             (void)cublasDestroy(s->blas);
         for (int b = 0; b < CU_NBUF; b++)
@@ -415,6 +475,10 @@ static void slot_teardown(struct oag_engine *e, struct cu_slot *s, int live)
             (void)cudaFree(s->ws);
         if (s->done)
             (void)cudaEventDestroy(s->done);
+        if (s->t0)
+            (void)cudaEventDestroy(s->t0);
+        if (s->t1)
+            (void)cudaEventDestroy(s->t1);
         if (s->st)
             (void)cudaStreamDestroy(s->st);
         (void)cudaGetLastError();
@@ -423,9 +487,16 @@ static void slot_teardown(struct oag_engine *e, struct cu_slot *s, int live)
      * rare, and freeing it would touch the new context). */
     struct oag_batch *b = s->b;
     int rc = s->rc;
+    struct cu_rowtab *tab = s->tab;
+    size_t tab_len = s->tab_len;
+    struct cu_run *run_in = s->run_in, *run_out = s->run_out;
     memset(s, 0, sizeof *s);
     s->b = b;
     s->rc = rc;
+    s->run_in = run_in;
+    s->run_out = run_out;
+    s->tab = tab; /* the mapping is the engine's for its life; only its registration goes */
+    s->tab_len = tab_len;
     (void)e;
 }
 
@@ -434,6 +505,10 @@ static int slot_build(struct oag_engine *e, struct cu_slot *s, int graphs)
     CU_TRY(e, cudaStreamCreateWithFlags(&s->st, cudaStreamNonBlocking), "stream");
     CU_TRY(e, cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming | cudaEventBlockingSync),
            "event");
+    if (e->timing) {
+        CU_TRY(e, cudaEventCreate(&s->t0), "timing event");
+        CU_TRY(e, cudaEventCreate(&s->t1), "timing event");
+    }
     for (int b = 0; b < CU_NBUF; b++)
         if (e->buf_bytes[b]) {
             CU_TRY(e, cudaMalloc(&s->buf[b], e->buf_bytes[b]), "activation buffer");
@@ -441,6 +516,18 @@ static int slot_build(struct oag_engine *e, struct cu_slot *s, int graphs)
             CU_TRY(e, cudaMemsetAsync(s->buf[b], 0, e->buf_bytes[b], s->st), "buffer clear");
         }
     CU_TRY(e, cudaMalloc(&s->ws, CU_WS_BYTES), "cuBLAS workspace");
+    if (e->rows_by_ptr) {
+        CU_TRY(e, cudaHostRegister(s->tab, s->tab_len, cudaHostRegisterPortable |
+                                   cudaHostRegisterMapped), "row table");
+        void *d = NULL;
+        cudaError_t err = cudaHostGetDevicePointer(&d, s->tab, 0);
+        if (err != cudaSuccess) {
+            (void)cudaHostUnregister(s->tab);
+            return cu_fail(e, err, "row table address");
+        }
+        s->tab_dev = d;
+        s->tab->n = 0;
+    }
     cublasStatus_t bs = cublasCreate(&s->blas);
     if (bs != CUBLAS_STATUS_SUCCESS) {
         s->blas = NULL;
@@ -484,10 +571,36 @@ static void device_teardown(struct oag_engine *e)
     e->built = 0;
 }
 
+/* Host memory registered for rows by pointer (agents' lanes), process-wide: one registration
+ * serves every engine of every device (portable), counted by host_register/host_unregister. A
+ * device reset drops registrations; hostbufs_register() makes them again. */
+struct cu_reg {
+    struct cu_reg *next;
+    void *p;
+    size_t len;
+    int dev;
+    uint32_t refs;
+};
+static pthread_mutex_t cu_reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct cu_reg *cu_regs;
+
 static int hostbufs_register(struct oag_engine *e)
 {
+    pthread_mutex_lock(&cu_reg_mu);
+    for (struct cu_reg *r = cu_regs; r; r = r->next) {
+        cudaError_t err = cudaHostRegister(r->p, r->len, cudaHostRegisterPortable |
+                                           cudaHostRegisterMapped);
+        if (err == cudaErrorHostMemoryAlreadyRegistered)
+            (void)cudaGetLastError();
+        else if (err != cudaSuccess) {
+            pthread_mutex_unlock(&cu_reg_mu);
+            return cu_fail(e, err, "lane re-register");
+        }
+    }
+    pthread_mutex_unlock(&cu_reg_mu);
     for (struct cu_hostbuf *h = e->hostbufs; h; h = h->next) {
-        cudaError_t err = cudaHostRegister(h->p, h->len, cudaHostRegisterPortable);
+        cudaError_t err = cudaHostRegister(h->p, h->len, cudaHostRegisterPortable |
+                                           cudaHostRegisterMapped);
         if (err == cudaErrorHostMemoryAlreadyRegistered) /* rebuilt without a reset */
             (void)cudaGetLastError();
         else if (err != cudaSuccess)
@@ -513,10 +626,32 @@ static int device_build(struct oag_engine *e, int reregister)
     for (uint32_t i = 0; i < CU_SLOTS; i++)
         if ((rc = slot_build(e, &e->slot[i], 0)))
             goto fail;
+    /* Batched copies (rows by pointer through the copy engines) need a recent driver: try one,
+     * and move rows with the kernels instead if it is refused. */
+    if (e->rows_by_ptr && e->dma_rows) {
+        struct cu_slot *s0 = &e->slot[0];
+        void *dst = s0->buf[CU_XIN];
+        const void *src = s0->tab;
+        size_t sz = 64, idx0 = 0;
+        struct cudaMemcpyAttributes attr;
+        memset(&attr, 0, sizeof attr);
+        attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+        err = cudaMemcpyBatchAsync(&dst, &src, &sz, 1, &attr, &idx0, 1, s0->st);
+        if (err == cudaSuccess)
+            err = cudaStreamSynchronize(s0->st);
+        if (err != cudaSuccess) {
+            cu_log(e, "batched copies refused (%s): rows by pointer move with kernels",
+                   cudaGetErrorName(err));
+            (void)cudaGetLastError();
+            e->dma_rows = 0;
+        }
+    }
     /* Run every bucket once outside a graph: loads the kernels (lazy module loading) and
      * lets cuBLAS pick its kernels before anything is captured. */
     for (uint32_t k = 0; k < e->nbuckets; k++)
-        if ((rc = run_plan(e, &e->slot[0], e->buckets[k])))
+        if ((rc = run_plan(e, &e->slot[0], e->buckets[k])) ||
+            (e->rows_by_ptr && !e->dma_rows &&
+             (rc = run_ptr(e, &e->slot[0], e->buckets[k]))))
             goto fail;
     err = cudaStreamSynchronize(e->slot[0].st);
     if (err != cudaSuccess) {
@@ -629,6 +764,10 @@ static void *completer(void *arg)
                 /* an error at an event is a fault while the batch ran: sticky */
                 rc = cu_fail(e, err, "batch");
                 atomic_store(&e->broken, 1);
+            } else if (s->t0) {
+                float ms = 0;
+                if (cudaEventElapsedTime(&ms, s->t0, s->t1) == cudaSuccess)
+                    atomic_fetch_add(&e->gpu_ns, (uint64_t)(ms * 1e6));
             }
         }
         if (rc) {
@@ -782,6 +921,24 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
     e->out_bytes = p->model->output_dim * 4;
     const char *v = getenv("OAG_CUDA_TF32");
     e->tf32 = v && *v == '1';
+    v = getenv("OAG_CUDA_TIMING");
+    e->timing = v && *v == '1';
+    v = getenv("OAG_CUDA_ROWS");           /* kernel (default) | dma */
+    e->dma_rows = v && !strcmp(v, "dma");
+    v = getenv("OAG_CUDA_ROW_BLOCKS");
+    e->row_blocks = v ? (unsigned)atoi(v) : CU_ROW_BLOCKS;
+    v = getenv("OAG_CUDA_RUN_BYTES");
+    e->run_bytes = v && atol(v) > 0 ? (size_t)atol(v) : CU_RUN_BYTES;
+    e->dma_dst = calloc(p->max_batch, sizeof *e->dma_dst);
+    e->dma_src = calloc(p->max_batch, sizeof *e->dma_src);
+    e->dma_size = calloc(p->max_batch, sizeof *e->dma_size);
+    if (!e->dma_dst || !e->dma_src || !e->dma_size) {
+        free(e->dma_dst);
+        free(e->dma_src);
+        free(e->dma_size);
+        free(e);
+        return -ENOMEM;
+    }
     v = getenv("OAG_CUDA_SPIN_US");
     e->spin_cap_ns = (v ? atol(v) : 1000) * 1000L;
     pthread_mutex_init(&e->mu, NULL);
@@ -816,6 +973,36 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
         rc = -errno;
         cu_log(e, "eventfd: %s", strerror(errno));
         goto fail;
+    }
+    /* Rows by pointer need the device to use registered host memory at its host address
+     * (agents' rows are found by pointer arithmetic in the lanes), and OAG_CUDA_ROWS_BY_PTR
+     * unset or 1. */
+    int attr = 0;
+    v = getenv("OAG_CUDA_ROWS_BY_PTR");
+    if ((!v || *v != '0') &&
+        cudaDeviceGetAttribute(&attr, cudaDevAttrCanUseHostPointerForRegisteredMem,
+                               e->dev) == cudaSuccess && attr)
+        e->rows_by_ptr = 1;
+    (void)cudaGetLastError();
+    for (uint32_t i = 0; e->rows_by_ptr && i < CU_SLOTS; i++) {
+        struct cu_slot *sl = &e->slot[i];
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        sl->tab_len = (sizeof(struct cu_rowtab) + 2 * mb * sizeof(void *) + page - 1) / page *
+                      page;
+        void *t = mmap(NULL, sl->tab_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+        if (t == MAP_FAILED) {
+            sl->tab_len = 0;
+            rc = -ENOMEM;
+            goto fail;
+        }
+        sl->tab = t;
+        sl->run_in = calloc(mb, sizeof *sl->run_in);
+        sl->run_out = calloc(mb, sizeof *sl->run_out);
+        if (!sl->run_in || !sl->run_out) {
+            rc = -ENOMEM;
+            goto fail;
+        }
     }
     if ((rc = device_build(e, 0)))
         goto fail;
@@ -855,9 +1042,18 @@ static void cuda_destroy(struct oag_engine *e)
         e->hostbufs = h->next;
         free(h);
     }
+    for (uint32_t i = 0; i < CU_SLOTS; i++) {
+        if (e->slot[i].tab)
+            munmap(e->slot[i].tab, e->slot[i].tab_len);
+        free(e->slot[i].run_in);
+        free(e->slot[i].run_out);
+    }
     if (e->efd >= 0)
         close(e->efd);
     cu_plan_fini(&e->plan);
+    free(e->dma_dst);
+    free(e->dma_src);
+    free(e->dma_size);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv_work);
     pthread_cond_destroy(&e->cv_idle);
@@ -880,7 +1076,7 @@ static void *cuda_host_alloc(struct oag_engine *e, size_t bytes)
     }
     cudaError_t err = cudaSetDevice(e->dev);
     if (err == cudaSuccess)
-        err = cudaHostRegister(p, len, cudaHostRegisterPortable);
+        err = cudaHostRegister(p, len, cudaHostRegisterPortable | cudaHostRegisterMapped);
     if (err != cudaSuccess) {
         cu_fail(e, err, "cudaHostRegister");
         munmap(p, len);
@@ -911,6 +1107,69 @@ static void cuda_host_free(struct oag_engine *e, void *p)
     cu_log(e, "host_free: %p was not allocated here", p);
 }
 
+/* Finds runs of rows whose pointers advance by one constant stride (>= row bytes) and span at
+ * least min_bytes of rows; takes them out of the kernels' table (NULL: the kernels skip the
+ * row) into runs[]. Returns the number of runs. */
+static uint32_t find_runs(const void **tab, uint32_t n, uint32_t row, size_t min_bytes,
+                          struct cu_run *runs)
+{
+    if (min_bytes == (size_t)-1)
+        return 0; /* off */
+    size_t mr = min_bytes / row + (min_bytes % row != 0);
+    uint32_t nr = 0, min_rows = mr > n ? n + 1 : (uint32_t)mr;
+    if (min_rows < 2)
+        min_rows = 2;
+    for (uint32_t i = 0; i < n;) {
+        const uint8_t *p = tab[i];
+        if (!p || i + 1 >= n || !tab[i + 1] || (const uint8_t *)tab[i + 1] < p + row) {
+            i++;
+            continue;
+        }
+        size_t pitch = (size_t)((const uint8_t *)tab[i + 1] - p);
+        uint32_t j = i + 1;
+        while (j < n && tab[j] && (const uint8_t *)tab[j] == p + (size_t)(j - i) * pitch)
+            j++;
+        if (j - i >= min_rows) {
+            runs[nr++] = (struct cu_run){ .row = i, .n = j - i, .host = p, .pitch = pitch };
+            for (uint32_t k = i; k < j; k++)
+                tab[k] = NULL;
+        }
+        i = j;
+    }
+    return nr;
+}
+
+/* Rows by pointer through the copy engines: one batched copy of every good row from its
+ * agent's slot into the input buffer (in), or from the output buffer into its result slot. */
+static cudaError_t dma_rows(struct oag_engine *e, struct cu_slot *s, const struct oag_batch *b,
+                            int in)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < b->n; i++) {
+        if (b->status[i])
+            continue;
+        if (in) {
+            e->dma_dst[n] = (uint8_t *)s->buf[CU_XIN] + (size_t)i * e->in_bytes;
+            e->dma_src[n] = b->in_ptr[i];
+            e->dma_size[n] = e->in_bytes;
+        } else {
+            e->dma_dst[n] = b->out_ptr[i];
+            e->dma_src[n] = (const uint8_t *)s->buf[CU_YOUT] + (size_t)i * e->out_bytes;
+            e->dma_size[n] = e->out_bytes;
+        }
+        n++;
+    }
+    if (!n)
+        return cudaSuccess;
+    struct cudaMemcpyAttributes attr;
+    memset(&attr, 0, sizeof attr);
+    attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+    attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
+    size_t idx0 = 0;
+    return cudaMemcpyBatchAsync((void *const *)e->dma_dst, (const void *const *)e->dma_src,
+                                e->dma_size, n, &attr, &idx0, 1, s->st);
+}
+
 /* Enqueues batch b on slot s. Returns 0 or a negative errno (logged). */
 static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
 {
@@ -923,7 +1182,37 @@ static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
             return cu_fail(e, err, "injected allocation");
         (void)cudaFree(p);
     }
-    if (b->n) {
+    if (s->t0)
+        CU_TRY(e, cudaEventRecord(s->t0, s->st), "event record");
+    if (b->n && b->in_ptr && e->dma_rows) {
+        CU_TRY(e, dma_rows(e, s, b, 1), "row copies in");
+        if (fault == OAG_CUDA_FAULT_LAUNCH)
+            CU_TRY(e, cu_launch_fault_badconfig(s->st), "injected launch");
+        CU_TRY(e, cudaGraphLaunch(s->graph[bucket_of(e, b->n)], s->st), "graph launch");
+        if (fault == OAG_CUDA_FAULT_TRAP)
+            CU_TRY(e, cu_launch_fault_trap(s->st), "injected trap");
+        CU_TRY(e, dma_rows(e, s, b, 0), "row copies out");
+    } else if (b->n && b->in_ptr) {
+        for (uint32_t k = 0; k < s->nrun_in; k++) {
+            const struct cu_run *r = &s->run_in[k];
+            CU_TRY(e, cudaMemcpy2DAsync((uint8_t *)s->buf[CU_XIN] + (size_t)r->row * e->in_bytes,
+                                        e->in_bytes, r->host, r->pitch, e->in_bytes, r->n,
+                                        cudaMemcpyHostToDevice, s->st), "row run in");
+        }
+        if (fault == OAG_CUDA_FAULT_LAUNCH)
+            CU_TRY(e, cu_launch_fault_badconfig(s->st), "injected launch");
+        CU_TRY(e, cudaGraphLaunch(s->graph_ptr[bucket_of(e, b->n)], s->st), "graph launch");
+        if (fault == OAG_CUDA_FAULT_TRAP)
+            CU_TRY(e, cu_launch_fault_trap(s->st), "injected trap");
+        for (uint32_t k = 0; k < s->nrun_out; k++) {
+            const struct cu_run *r = &s->run_out[k];
+            CU_TRY(e, cudaMemcpy2DAsync((void *)r->host, r->pitch,
+                                        (const uint8_t *)s->buf[CU_YOUT] +
+                                            (size_t)r->row * e->out_bytes,
+                                        e->out_bytes, e->out_bytes, r->n,
+                                        cudaMemcpyDeviceToHost, s->st), "row run out");
+        }
+    } else if (b->n) {
         if (b->in_stride == e->in_bytes)
             CU_TRY(e, cudaMemcpyAsync(s->buf[CU_XIN], b->in, (size_t)b->n * e->in_bytes,
                                       cudaMemcpyHostToDevice, s->st), "input copy");
@@ -944,15 +1233,41 @@ static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
                                         e->out_bytes, b->n, cudaMemcpyDeviceToHost, s->st),
                    "output copy");
     }
+    if (s->t1)
+        CU_TRY(e, cudaEventRecord(s->t1, s->st), "event record");
     CU_TRY(e, cudaEventRecord(s->done, s->st), "event record");
     return 0;
 }
 
+/* Rows by pointer on a device that cannot read host memory by pointer: the scheduler registered
+ * no lane (host_register said -ENOTSUP), so every row must sit in the batch's own buffers at its
+ * place; such a batch runs as a plain one. 1 if it does. */
+static int ptr_rows_in_place(const struct oag_batch *b)
+{
+    for (uint32_t i = 0; i < b->n; i++)
+        if (b->in_ptr[i] != b->in + (size_t)i * b->in_stride ||
+            b->out_ptr[i] != b->out + (size_t)i * b->out_stride)
+            return 0;
+    return 1;
+}
+
 static int cuda_submit(struct oag_engine *e, struct oag_batch *b)
 {
+    if (b->in_ptr && b->out_ptr && !e->rows_by_ptr && b->n <= e->max_batch &&
+        ptr_rows_in_place(b)) {
+        const uint8_t **ip = b->in_ptr;
+        uint8_t **op = b->out_ptr;
+        b->in_ptr = NULL;
+        b->out_ptr = NULL;
+        int rc = cuda_submit(e, b);
+        b->in_ptr = ip;
+        b->out_ptr = op;
+        return rc;
+    }
     if (b->n > e->max_batch ||
         (b->n && (!b->in || !b->out || !b->in_len || !b->out_len || !b->status ||
-                  b->in_stride < e->in_bytes || b->out_stride < e->out_bytes)))
+                  b->in_stride < e->in_bytes || b->out_stride < e->out_bytes)) ||
+        (b->in_ptr && (!e->rows_by_ptr || !b->out_ptr)))
         return -EINVAL;
     if (e->sub_seq - e->reap_seq >= CU_SLOTS)
         return -EBUSY;
@@ -974,6 +1289,19 @@ static int cuda_submit(struct oag_engine *e, struct oag_batch *b)
         int ok = b->in_len[i] == e->in_bytes;
         b->status[i] = ok ? 0 : -EINVAL;
         b->out_len[i] = ok ? e->out_bytes : 0;
+    }
+    if (b->n && b->in_ptr) {
+        /* The slot's row table is free: its last batch was reaped (sub_seq - reap_seq <
+         * CU_SLOTS). Stores here precede the graph launch, which the device sees after them. */
+        const void **tin = s->tab->ptr, **tout = s->tab->ptr + e->max_batch;
+        for (uint32_t i = 0; i < b->n; i++) {
+            int ok = b->status[i] == 0;
+            tin[i] = ok ? b->in_ptr[i] : NULL;
+            tout[i] = ok ? b->out_ptr[i] : NULL;
+        }
+        s->tab->n = b->n;
+        s->nrun_in = find_runs(tin, b->n, e->in_bytes, e->run_bytes, s->run_in);
+        s->nrun_out = find_runs(tout, b->n, e->out_bytes, e->run_bytes, s->run_out);
     }
     b->whole_rc = 0;
     s->b = b;
@@ -1020,6 +1348,56 @@ static struct oag_batch *cuda_reap(struct oag_engine *e)
 
 static int cuda_event_fd(struct oag_engine *e) { return e->efd; }
 
+static int cuda_host_register(struct oag_engine *e, void *p, size_t len)
+{
+    if (!e->rows_by_ptr || !p || !len)
+        return -ENOTSUP;
+    pthread_mutex_lock(&cu_reg_mu);
+    for (struct cu_reg *r = cu_regs; r; r = r->next)
+        if (r->p == p) {
+            r->refs++;
+            pthread_mutex_unlock(&cu_reg_mu);
+            return 0;
+        }
+    int rc = -ENOMEM;
+    struct cu_reg *r = malloc(sizeof *r);
+    if (r) {
+        cudaError_t err = cudaSetDevice(e->dev);
+        if (err == cudaSuccess)
+            err = cudaHostRegister(p, len, cudaHostRegisterPortable | cudaHostRegisterMapped);
+        if (err == cudaSuccess) {
+            *r = (struct cu_reg){ .next = cu_regs, .p = p, .len = len, .dev = e->dev,
+                                  .refs = 1 };
+            cu_regs = r;
+            rc = 0;
+        } else {
+            rc = cu_fail(e, err, "cudaHostRegister (lane)");
+            free(r);
+        }
+    }
+    pthread_mutex_unlock(&cu_reg_mu);
+    return rc;
+}
+
+static void cuda_host_unregister(void *p)
+{
+    pthread_mutex_lock(&cu_reg_mu);
+    for (struct cu_reg **pp = &cu_regs; *pp; pp = &(*pp)->next) {
+        struct cu_reg *r = *pp;
+        if (r->p != p)
+            continue;
+        if (--r->refs == 0) {
+            *pp = r->next;
+            if (cudaSetDevice(r->dev) == cudaSuccess)
+                (void)cudaHostUnregister(p);
+            (void)cudaGetLastError();
+            free(r);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&cu_reg_mu);
+}
+
 static uint32_t cuda_out_row_bytes(struct oag_engine *e) { return e->out_bytes; }
 
 void oag__cuda_fault_next(struct oag_engine *e, enum oag_cuda_fault kind) { e->fault = kind; }
@@ -1043,6 +1421,7 @@ static int cuda_stats(struct oag_engine *e, struct oag_engine_stats *st)
         return -EIO;
     st->mem_used = (uint64_t)(total_b - free_b);
     st->mem_total = (uint64_t)total_b;
+    st->device_ns = atomic_load(&e->gpu_ns);
     return 0;
 }
 
@@ -1058,4 +1437,6 @@ const struct oag_engine_ops engine_cuda_ops = {
     .out_row_bytes = cuda_out_row_bytes,
     .max_inflight = CU_SLOTS,
     .stats = cuda_stats,
+    .host_register = cuda_host_register,
+    .host_unregister = cuda_host_unregister,
 };

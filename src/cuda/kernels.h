@@ -37,6 +37,24 @@ cudaError_t cu_launch_softmax(cudaStream_t st, void *dst, int dst_dt, const floa
 /* dst[i] = (float)src[i], src of type src_dt (weights' biases and norms at load time). */
 cudaError_t cu_launch_widen(cudaStream_t st, float *dst, const void *src, int src_dt, size_t n);
 
+/* Rows by pointer. A row table lives in pinned host memory that the device reads directly: n,
+ * then cap input pointers, then cap output pointers, each into registered host memory or NULL
+ * (a row to skip). The kernels are launched for `rows` rows (a bucket, <= cap) and read n when
+ * they run, so one captured graph serves any n <= rows. tab is the table's device address. */
+struct cu_rowtab {
+    uint32_t n;
+    uint32_t pad;
+    const void *ptr[];             /* in[cap], then out[cap] */
+};
+/* dst row r (row_bytes, at dst + r * row_bytes) = *in[r] for r < n; NULL rows are skipped (a
+ * failed row, or one the copy engines bring). At most max_blocks blocks (0: one per row). */
+cudaError_t cu_launch_gather(cudaStream_t st, void *dst, const struct cu_rowtab *tab,
+                             uint32_t rows, uint32_t row_bytes, unsigned max_blocks);
+/* *out[r] = src row r for r < n; NULL rows are skipped. */
+cudaError_t cu_launch_scatter(cudaStream_t st, const struct cu_rowtab *tab, uint32_t cap,
+                              const void *src, uint32_t rows, uint32_t row_bytes,
+                              unsigned max_blocks);
+
 /* Fault injection (tests): a launch the runtime refuses at once (4096 threads per block; not
  * sticky), and a kernel that traps while it runs (a sticky error: the context is lost). */
 cudaError_t cu_launch_fault_badconfig(cudaStream_t st);

@@ -31,12 +31,19 @@ struct oag_engine_params {
 /* One batch of n rows. Input row i is in_len[i] bytes at in + i * in_stride; the engine writes
  * output row i (out_len[i] bytes, at most out_stride) at out + i * out_stride and status[i]
  * (0 or a negative errno: -EINVAL for an input of the wrong size). For model engines rows are
- * float32: in_len must be input_dim * 4, and the output is output_dim * 4 bytes. */
+ * float32: in_len must be input_dim * 4, and the output is output_dim * 4 bytes.
+ *
+ * Rows by pointer (engines with host_register only): when in_ptr is set, input row i is at
+ * in_ptr[i] and output row i goes to out_ptr[i] (room for out_stride bytes) instead; each
+ * pointer lies either in memory given to host_register or in this batch's own in/out buffers.
+ * This is how rows travel between agents' lanes and the device with no copy by the scheduler. */
 struct oag_batch {
     uint32_t n;
     uint32_t in_stride, out_stride;
     uint8_t *in;
     uint8_t *out;
+    const uint8_t **in_ptr;        /* NULL: rows are in `in` / `out` */
+    uint8_t **out_ptr;
     uint32_t *in_len;
     uint32_t *out_len;
     int32_t *status;
@@ -48,6 +55,7 @@ struct oag_batch {
 struct oag_engine_stats {
     uint64_t mem_used;             /* bytes in use on the engine's device (all users) */
     uint64_t mem_total;            /* bytes the device has */
+    uint64_t device_ns;            /* device time of batches so far, if measured (else 0) */
 };
 
 struct oag_engine_ops {
@@ -72,6 +80,14 @@ struct oag_engine_ops {
     /* Optional (NULL: nothing to report): fills *st; 0 or a negative errno. Called from the
      * scheduler's thread, a few times a second at most. */
     int (*stats)(struct oag_engine *e, struct oag_engine_stats *st);
+    /* Optional (NULL: rows are always copied into the batch buffers). Makes host memory
+     * [p, p + len) usable for rows by pointer (pins it for a GPU) for every engine of this
+     * backend in the process; e names the device to do it on. Returns 0, or a negative errno
+     * (the memory is then not used by pointer). Registrations are counted: each successful
+     * call is paired with one host_unregister(p), which may come after e is destroyed.
+     * Called from the scheduler's thread. */
+    int (*host_register)(struct oag_engine *e, void *p, size_t len);
+    void (*host_unregister)(void *p);
 };
 
 /* The table for a backend name, or NULL. */

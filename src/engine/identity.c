@@ -22,7 +22,10 @@ static int identity_submit(struct oag_engine *e, struct oag_batch *b)
     (void)e;
     for (uint32_t i = 0; i < b->n; i++) {
         uint32_t len = b->in_len[i] <= b->out_stride ? b->in_len[i] : 0;
-        memcpy(b->out + (size_t)i * b->out_stride, b->in + (size_t)i * b->in_stride, len);
+        if (b->in_ptr) /* rows by pointer: one copy, from the agent's slot to its result slot */
+            memcpy(b->out_ptr[i], b->in_ptr[i], len);
+        else
+            memcpy(b->out + (size_t)i * b->out_stride, b->in + (size_t)i * b->in_stride, len);
         b->out_len[i] = len;
         b->status[i] = len == b->in_len[i] ? 0 : -EMSGSIZE;
     }
@@ -32,7 +35,19 @@ static int identity_submit(struct oag_engine *e, struct oag_batch *b)
 
 static void identity_destroy(struct oag_engine *e) { free(e); }
 
+/* Rows by pointer need nothing of host memory. */
+static int identity_host_register(struct oag_engine *e, void *p, size_t len)
+{
+    (void)e;
+    (void)p;
+    (void)len;
+    return 0;
+}
+
+static void identity_host_unregister(void *p) { (void)p; }
+
 const struct oag_engine_ops engine_identity_ops = {
     .name = "identity", .create = identity_create, .destroy = identity_destroy,
     .submit = identity_submit,
+    .host_register = identity_host_register, .host_unregister = identity_host_unregister,
 };

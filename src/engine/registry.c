@@ -10,6 +10,9 @@ extern const struct oag_engine_ops engine_cpu_ops;
 #ifdef OAG_ENGINE_CUDA  /* defined by cuda_engine_dep (src/cuda/meson.build) when it is linked */
 extern const struct oag_engine_ops engine_cuda_ops;
 #endif
+#ifdef OAG_ENGINE_REMOTE /* defined by fwd_engine_dep (src/net/meson.build) when it is linked */
+extern const struct oag_engine_ops engine_remote_ops;
+#endif
 
 static const struct oag_engine_ops *const engines[] = {
     &engine_identity_ops,
@@ -18,6 +21,9 @@ static const struct oag_engine_ops *const engines[] = {
 #endif
 #ifdef OAG_ENGINE_CUDA
     &engine_cuda_ops,
+#endif
+#ifdef OAG_ENGINE_REMOTE
+    &engine_remote_ops,
 #endif
 };
 

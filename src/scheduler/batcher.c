@@ -20,8 +20,18 @@
  * Flow control: a task is only taken while its lane's completion ring has a slot reserved for
  * its result (lane->owed), so results are never held back and an agent that stops reading
  * stalls only itself. In in-order mode the result of submission index i goes to completion slot
- * i (the reservation guarantees it is free) and the ring is published over the finished prefix:
- * ordering costs no copy.
+ * i (the reservation guarantees it is free); otherwise a result takes the next completion slot
+ * (lane->cmp_assign) when it is written, or, for a row the engine handles by pointer, when its
+ * batch leaves. Either way the ring is published over the prefix of written slots: ordering
+ * costs no copy.
+ *
+ * Rows by pointer (engines with host_register, lanes registered with it, unless --copy-rows):
+ * the engine reads the task's input in the agent's submission slot and writes its result
+ * straight into the completion slot reserved for it; the supervisor copies no payload at all,
+ * only writes the 32-byte result header when the batch is back. The submission slot is handed
+ * back only then, and the lane's memory stays mapped while any such row is out (lane_mem).
+ * The price: in any-order mode a result written later (a deadline expiring in the queue) is
+ * published after that lane's rows in the engine, at most one batch time later.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -35,7 +45,7 @@
 
 #define NIL UINT32_MAX
 #define F_TAKEN 1u   /* submission slot copied out (or expired): may be handed back */
-#define F_READY 2u   /* in-order mode: result written to completion slot, not yet published */
+#define F_READY 2u   /* completion slot written, not yet published (indexed by completion slot) */
 
 static uint32_t prio_of(uint8_t p) { return p < OAG_PRIORITY_LEVELS ? p : OAG_PRIORITY_LEVELS - 1; }
 
@@ -114,6 +124,8 @@ void bslot_free(struct sup *s, struct bslot *bs)
     host_free(bs->inst, bs->b.in);
     host_free(bs->inst, bs->b.out);
     free(bs->tasks);
+    free(bs->b.in_ptr);
+    free(bs->b.out_ptr);
     free(bs->b.in_len);
     free(bs->b.out_len);
     free(bs->b.status);
@@ -139,8 +151,13 @@ struct bslot *bslot_new(struct sup *s, struct inst *in)
     bs->b.out_len = calloc(mb, sizeof(uint32_t));
     bs->b.status = calloc(mb, sizeof(int32_t));
     bs->b.user = bs;
+    int by_ptr = in->ops->host_register && !s->cfg.copy_rows;
+    if (by_ptr) {
+        bs->b.in_ptr = calloc(mb, sizeof *bs->b.in_ptr);
+        bs->b.out_ptr = calloc(mb, sizeof *bs->b.out_ptr);
+    }
     if (!bs->b.in || !bs->b.out || !bs->tasks || !bs->b.in_len || !bs->b.out_len ||
-        !bs->b.status) {
+        !bs->b.status || (by_ptr && (!bs->b.in_ptr || !bs->b.out_ptr))) {
         bslot_free(s, bs);
         return NULL;
     }
@@ -170,24 +187,35 @@ static void lane_mark_touched(struct sup *s, struct lane *l)
     }
 }
 
-/* Writes one result into the lane's completion ring (not yet published). */
-static void lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx, uint64_t ticket,
-                            int32_t status, const void *data, uint32_t len)
+/* The completion slot for the result of submission sub_idx (taking it from lane->owed). */
+static uint32_t lane_assign(struct sup *s, struct lane *l, uint32_t sub_idx)
 {
-    struct oag_slot_hdr *slot;
+    l->owed--;
+    return s->cfg.in_order ? sub_idx : l->cmp_assign++;
+}
+
+/* Completion slots reserved from cmp.mine on: written or to be written, not yet published. */
+static uint32_t lane_reserved(struct sup *s, struct lane *l)
+{
     if (s->cfg.in_order)
-        slot = ring_slot(&l->cmp, sub_idx);
-    else
-        slot = ring_slot(&l->cmp, l->cmp.mine + l->pending);
+        return l->intake - l->cmp.mine;
+    return l->owed + (l->cmp_assign - l->cmp.mine);
+}
+
+/* Writes one result into the lane's completion ring (not yet published): into completion slot
+ * cidx if the task has one already (rows by pointer: the engine wrote the payload there, data
+ * is NULL), else into the one it is given now. */
+static void lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx, uint32_t cidx,
+                            uint64_t ticket, int32_t status, const void *data, uint32_t len)
+{
+    if (cidx == NIL)
+        cidx = lane_assign(s, l, sub_idx);
+    struct oag_slot_hdr *slot = ring_slot(&l->cmp, cidx);
     struct oag_slot_hdr h = { .ticket = ticket, .len = len, .status = status };
     memcpy(slot, &h, sizeof h);
-    if (len)
+    if (len && data)
         add_copy(&s->bat, slot + 1, data, len); /* copied before the lane is published */
-    if (s->cfg.in_order)
-        l->flags[sub_idx & l->sub.mask] |= F_READY;
-    else
-        l->pending++;
-    l->owed--;
+    l->flags[cidx & l->cmp.mask] |= F_READY;
     l->tasks_done++;
     s->tasks_done++;
     if (status == 0)
@@ -219,30 +247,40 @@ static void publish_touched(struct sup *s)
         bt->trace_unpub = bt->trace_n - TRACE_CAP;
     for (; bt->trace_unpub < bt->trace_n; bt->trace_unpub++)
         bt->trace[bt->trace_unpub % TRACE_CAP].pub_ns = pub;
+    uint32_t nwake = 0;
     for (uint32_t k = 0; k < bt->ntouched; k++) {
         struct lane *l = &s->lanes[bt->touched[k]];
         l->touched = 0;
         if (!l->in_use)
             continue;
-        uint32_t n = 0;
-        if (s->cfg.in_order) {
-            uint32_t idx = l->cmp.mine;
-            while (l->flags[idx & l->sub.mask] & F_READY) {
-                l->flags[idx & l->sub.mask] &= (uint8_t)~F_READY;
-                idx++;
-                n++;
-            }
-        } else {
-            n = l->pending;
-            l->pending = 0;
+        uint32_t n = 0, idx = l->cmp.mine;
+        while (l->flags[idx & l->cmp.mask] & F_READY) {
+            l->flags[idx & l->cmp.mask] &= (uint8_t)~F_READY;
+            idx++;
+            n++;
         }
         if (n) {
             ring_prod_publish(&l->cmp, n);
             if (ring_prod_needs_wake(&l->cmp))
-                lane_wake(s, l);
+                bt->wake_fd[nwake++] = l->cmp_efd;
         }
     }
     bt->ntouched = 0;
+    /* A few wake-ups are written here (a hand-off would only add latency); a burst goes to the
+     * waker thread, so the loop goes on batching while they are written. */
+    bt->wakes += nwake;
+    if (nwake <= 2 || !s->waker.on) {
+        for (uint32_t k = 0; k < nwake; k++) {
+            uint64_t one = 1;
+            if (write(bt->wake_fd[k], &one, sizeof one) < 0 && errno != EAGAIN)
+                log_debug("wake-up: %s", strerror(errno));
+        }
+    } else {
+        for (uint32_t k = 0; k < nwake; k++)
+            waker_wake(&s->waker, bt->wake_fd[k]);
+        waker_flush(&s->waker);
+        bt->wakes_handed += nwake;
+    }
 }
 
 /* ---- intake ---------------------------------------------------------------------------- */
@@ -276,18 +314,21 @@ static uint32_t intake_lane(struct sup *s, struct lane *l, uint32_t want, uint64
     uint32_t fresh = (uint32_t)avail - (l->intake - l->sub.mine);
     if (fresh == 0)
         return 0;
-    int space = ring_prod_space(&l->cmp, l->owed + l->pending + 1);
+    uint32_t reserved = lane_reserved(s, l);
+    int space = ring_prod_space(&l->cmp, reserved + 1);
     if (space < 0) {
         lane_cut(s, l, "completion ring index out of range");
         return 0;
     }
-    uint32_t room = (uint32_t)space > l->owed + l->pending ? (uint32_t)space - l->owed - l->pending
-                                                           : 0;
+    uint32_t room = (uint32_t)space > reserved ? (uint32_t)space - reserved : 0;
     uint32_t n = fresh < want ? fresh : want;
     if (n > room)
         n = room;
     if (n > bt->pool_cap - bt->pool_used)
         n = bt->pool_cap - bt->pool_used;
+    /* The headers were written on the agent's core: start every miss at once. */
+    for (uint32_t k = 0; k < n; k++)
+        __builtin_prefetch(ring_slot(&l->sub, l->intake + k), 0);
     for (uint32_t k = 0; k < n; k++) {
         uint32_t idx = l->intake;
         struct oag_slot_hdr h;
@@ -408,7 +449,7 @@ void batcher_expire(struct sup *s, uint64_t now)
             metrics_task_done(s, p->submit_ns, now, -ETIMEDOUT);
             trace_add(bt, p->lane, p->gen, p->ticket, p->submit_ns, p->enq_ns, 0, 0, 0,
                       -ETIMEDOUT);
-            lane_put_result(s, l, p->idx, p->ticket, -ETIMEDOUT, NULL, 0);
+            lane_put_result(s, l, p->idx, NIL, p->ticket, -ETIMEDOUT, NULL, 0);
             lane_release_prefix(l);
         }
     }
@@ -417,6 +458,8 @@ void batcher_expire(struct sup *s, uint64_t now)
 }
 
 /* ---- dispatch -------------------------------------------------------------------------- */
+
+static void run_retries(struct sup *s);
 
 /* Completes every queued task with status err (no engine can serve it). */
 static void fail_queued(struct sup *s, int err)
@@ -437,7 +480,7 @@ static void fail_queued(struct sup *s, int err)
             l->flags[p.idx & l->sub.mask] |= F_TAKEN;
             metrics_task_done(s, p.submit_ns, now_ns(), err);
             trace_add(bt, p.lane, p.gen, p.ticket, p.submit_ns, p.enq_ns, 0, 0, 0, err);
-            lane_put_result(s, l, p.idx, p.ticket, err, NULL, 0);
+            lane_put_result(s, l, p.idx, NIL, p.ticket, err, NULL, 0);
             lane_release_prefix(l);
         }
         bt->qtail[q] = NIL;
@@ -486,6 +529,10 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
     struct batcher *bt = &s->bat;
     uint32_t rows = 0, nrel = 0;
     uint64_t now = now_ns();
+    /* What the engine may write into a row: its output row, or (identity) an input's length,
+     * itself at most the lane's max payload. */
+    struct inst *ei = bs->inst;
+    uint32_t out_row = ei->ops->out_row_bytes ? ei->ops->out_row_bytes(ei->e) : 0;
     for (int q = 0; q < OAG_PRIORITY_LEVELS && rows < n; q++) {
         while (rows < n && bt->qhead[q] != NIL) {
             uint32_t pi = bt->qhead[q];
@@ -504,23 +551,37 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
                 bt->dropped++;
                 continue;
             }
-            /* The payload's only copy: from the agent's slot into the engine's buffer (run
-             * below, before the slots are handed back). */
-            add_copy(bt, bs->b.in + (size_t)rows * bs->b.in_stride,
-                     ring_slot(&l->sub, copy.idx) + 1, copy.len);
+            struct task *t = &bs->tasks[rows];
+            *t = (struct task){ .lane = copy.lane, .gen = copy.gen, .idx = copy.idx,
+                                .cidx = NIL, .ticket = copy.ticket,
+                                .deadline_ns = copy.deadline_ns, .submit_ns = copy.submit_ns,
+                                .enq_ns = copy.enq_ns };
             bs->b.in_len[rows] = copy.len;
-            bs->tasks[rows] = (struct task){ .lane = copy.lane, .gen = copy.gen,
-                                             .idx = copy.idx, .ticket = copy.ticket,
-                                             .deadline_ns = copy.deadline_ns,
-                                             .submit_ns = copy.submit_ns,
-                                             .enq_ns = copy.enq_ns };
+            if (bs->b.in_ptr && l->mem->registered && out_row <= l->hdr.max_payload) {
+                /* By pointer: the engine reads the agent's slot and writes the completion slot
+                 * reserved here; the submission slot is handed back when the batch is. */
+                t->cidx = lane_assign(s, l, copy.idx);
+                t->mem = l->mem;
+                l->mem->refs++;
+                bs->b.in_ptr[rows] = (const uint8_t *)(ring_slot(&l->sub, copy.idx) + 1);
+                bs->b.out_ptr[rows] = (uint8_t *)(ring_slot(&l->cmp, t->cidx) + 1);
+            } else {
+                /* The payload's only copy: from the agent's slot into the engine's buffer (run
+                 * below, before the slots are handed back). */
+                uint8_t *in = bs->b.in + (size_t)rows * bs->b.in_stride;
+                add_copy(bt, in, ring_slot(&l->sub, copy.idx) + 1, copy.len);
+                if (bs->b.in_ptr) {
+                    bs->b.in_ptr[rows] = in;
+                    bs->b.out_ptr[rows] = bs->b.out + (size_t)rows * bs->b.out_stride;
+                }
+                l->flags[copy.idx & l->sub.mask] |= F_TAKEN;
+                if (!l->release_mark) {
+                    l->release_mark = 1;
+                    bt->released[nrel++] = copy.lane;
+                }
+            }
             bt->queue_ns += now - copy.enq_ns;
             metrics_task_queued(s, now - copy.enq_ns);
-            l->flags[copy.idx & l->sub.mask] |= F_TAKEN;
-            if (!l->release_mark) {
-                l->release_mark = 1;
-                bt->released[nrel++] = copy.lane;
-            }
             rows++;
         }
     }
@@ -562,6 +623,8 @@ static struct bslot *pick_slot(struct sup *s)
 int batcher_dispatch(struct sup *s, uint64_t now, uint64_t *wake_at)
 {
     int started = 0;
+    if (s->bat.nretry)
+        run_retries(s);
     for (;;) {
         uint32_t n = batch_size_now(s, now, wake_at);
         if (n == 0)
@@ -580,6 +643,8 @@ int batcher_dispatch(struct sup *s, uint64_t now, uint64_t *wake_at)
         bs->b.n = rows;
         bs->busy = 1;
         bs->start_ns = now_ns();
+        bs->run = bs->inst;
+        bs->retried = 0;
         int rc = inst_submit(bs->inst, &bs->b);
         if (rc < 0) {
             log_warn("engine %s: batch of %u could not start: %s", bs->inst->ops->name, rows,
@@ -599,33 +664,126 @@ int batcher_dispatch(struct sup *s, uint64_t now, uint64_t *wake_at)
 
 /* ---- completion ------------------------------------------------------------------------ */
 
+/* The least loaded healthy instance other than `not` with room for a batch; *any is set if a
+ * healthy one exists at all (room or not). */
+static struct inst *other_instance(struct sup *s, const struct inst *not, int *any)
+{
+    struct inst *best = NULL;
+    *any = 0;
+    for (uint32_t i = 0; i < s->ninst; i++) {
+        struct inst *in = s->inst[i];
+        if (in == not || in->retired || in->failed)
+            continue;
+        *any = 1;
+        if (in->inflight < in->max_inflight && (!best || in->inflight < best->inflight))
+            best = in;
+    }
+    return best;
+}
+
+/* Runs a failed batch again on `in`. Returns 0, or -1 if it could not start. */
+static int rerun(struct sup *s, struct bslot *bs, struct inst *in)
+{
+    bs->run = in;
+    if (inst_submit(in, &bs->b) < 0)
+        return -1;
+    s->bat.retried++;
+    if (inst_event_fd(in) < 0) { /* inline: it has finished already */
+        struct oag_batch *done;
+        while ((done = inst_reap(in)) != NULL)
+            batcher_complete(s, done);
+    }
+    return 0;
+}
+
+/* After a whole-batch failure on one instance: the batch runs once more on another healthy
+ * instance (a failing GPU's tasks go to the others), at once if one has room, else when one
+ * has (batcher_dispatch runs waiting retries first). Returns 1 if the batch will come back
+ * again, 0 if its tasks are to fail now (no other healthy instance, or it failed twice). */
+static int retry_elsewhere(struct sup *s, struct bslot *bs)
+{
+    if (bs->retried)
+        return 0;
+    int any;
+    struct inst *in = other_instance(s, bs->run, &any);
+    if (!any)
+        return 0;
+    bs->retried = 1;
+    if (in)
+        return rerun(s, bs, in) == 0;
+    s->bat.retry_q[s->bat.nretry++] = bs; /* at most one entry per batch slot */
+    return 1;
+}
+
+/* Starts waiting retries on instances with room; fails them if no healthy instance is left. */
+static void run_retries(struct sup *s)
+{
+    struct batcher *bt = &s->bat;
+    while (bt->nretry) {
+        struct bslot *bs = bt->retry_q[0];
+        int any;
+        struct inst *in = other_instance(s, bs->run, &any);
+        if (any && !in)
+            return; /* wait for room */
+        memmove(bt->retry_q, bt->retry_q + 1, --bt->nretry * sizeof bt->retry_q[0]);
+        if (!in || rerun(s, bs, in) < 0) {
+            bs->b.whole_rc = -EIO;
+            batcher_complete(s, &bs->b); /* retried is set: its tasks fail now */
+        }
+    }
+}
+
 void batcher_complete(struct sup *s, struct oag_batch *b)
 {
     struct batcher *bt = &s->bat;
     struct bslot *bs = b->user;
+    struct inst *run = bs->run ? bs->run : bs->inst;
     uint64_t done_ns = now_ns();
     uint32_t n = b->n;
     if (b->whole_rc < 0) {
         bt->engine_errors++;
-        log_warn("engine %s (device %d) failed a batch of %u: %s", bs->inst->ops->name,
-                 bs->inst->device, n, strerror(-b->whole_rc));
-        if (++bs->inst->consec_errors >= 3 && !bs->inst->failed) {
-            bs->inst->failed = 1;
-            bs->inst->retry_ns = done_ns;
+        log_warn("engine %s (device %d) failed a batch of %u: %s", run->ops->name,
+                 run->device, n, strerror(-b->whole_rc));
+        if (++run->consec_errors >= 3 && !run->failed) {
+            run->failed = 1;
+            /* At once the first time; an instance that fails again within 10 s of its
+             * re-creation (a GPU that keeps breaking) waits 1, 2, 4 ... 60 s. */
+            run->retry_ns = done_ns + run->backoff_ns;
             log_err("engine %s (device %d) failed %u batches in a row: out of rotation until "
-                    "it is re-created", bs->inst->ops->name, bs->inst->device,
-                    bs->inst->consec_errors);
+                    "it is re-created", run->ops->name, run->device, run->consec_errors);
         }
+        if (retry_elsewhere(s, bs))
+            return;
     } else {
-        bs->inst->consec_errors = 0;
+        run->consec_errors = 0;
     }
     bt->compute_ns += done_ns - bs->start_ns;
+    /* Result headers go into completion slots the agents' cores hold: start those misses
+     * (for writing) before the loop below needs them. */
+    for (uint32_t i = 0; i < n; i++) {
+        const struct task *t = &bs->tasks[i];
+        const struct lane *l = &s->lanes[t->lane];
+        if (t->mem && l->in_use && l->generation == t->gen)
+            __builtin_prefetch(ring_slot(&l->cmp, t->cidx), 1);
+    }
+    uint32_t nrel = 0;
     for (uint32_t i = 0; i < n; i++) {
         struct task *t = &bs->tasks[i];
         struct lane *l = &s->lanes[t->lane];
+        struct lane_mem *mem = t->mem;
+        t->mem = NULL;
         if (!l->in_use || l->generation != t->gen) {
             bt->dropped++;
+            lane_mem_put(s, mem); /* the lane went while its row was out: maybe its last */
             continue;
+        }
+        if (mem) {
+            lane_mem_put(s, mem); /* the lane's own reference keeps it */
+            l->flags[t->idx & l->sub.mask] |= F_TAKEN;
+            if (!l->release_mark) {
+                l->release_mark = 1;
+                bt->released[nrel++] = t->lane;
+            }
         }
         int32_t status = b->whole_rc < 0 ? b->whole_rc : b->status[i];
         uint32_t len = status == 0 ? b->out_len[i] : 0;
@@ -641,8 +799,16 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
         metrics_task_done(s, t->submit_ns, done_ns, status);
         trace_add(bt, t->lane, t->gen, t->ticket, t->submit_ns, t->enq_ns, bs->start_ns, done_ns,
                   n, status);
-        lane_put_result(s, l, t->idx, t->ticket, status,
-                        b->out + (size_t)i * b->out_stride, len);
+        if (mem)
+            lane_put_result(s, l, t->idx, t->cidx, t->ticket, status, NULL, len);
+        else
+            lane_put_result(s, l, t->idx, NIL, t->ticket, status,
+                            b->out + (size_t)i * b->out_stride, len);
+    }
+    for (uint32_t k = 0; k < nrel; k++) {
+        struct lane *l = &s->lanes[bt->released[k]];
+        l->release_mark = 0;
+        lane_release_prefix(l);
     }
     metrics_batch(s, n);
     bt->batches++;

@@ -418,13 +418,36 @@ static int set_verbose(struct parse *p, const struct opt *o, const char *v)
     return 0;
 }
 
+static int set_tcp(struct parse *p, const struct opt *o, const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    if (strncmp(v, "tcp://", 6) || !colon || colon < v + 7 || !colon[1] || strlen(v) > 200) {
+        opt_err(p, o->name, "expected tcp://ADDR:PORT, got '%s'", v);
+        return -EINVAL;
+    }
+    *FIELD(p, o, const char *) = v;
+    return 0;
+}
+
+static int set_forward(struct parse *p, const struct opt *o, const char *v)
+{
+    if (strncmp(v, "tcp://", 6) && strncmp(v, "etcd://", 7)) {
+        opt_err(p, o->name, "expected tcp://HOST:PORT or etcd://HOST:PORT/PREFIX, got '%s'", v);
+        return -EINVAL;
+    }
+    *FIELD(p, o, const char *) = v;
+    return 0;
+}
+
 /* ---- the table ---------------------------------------------------------------------------- */
 
 enum {
     O_MAX_BATCH = 256, O_MAX_DELAY, O_MAX_PAYLOAD, O_RING_SLOTS, O_MAX_LANES, O_SPIN,
     O_RDELAY, O_RMAX, O_RBURST, O_RWINDOW, O_STOP, O_ALLOW_UID, O_ALLOW_GID, O_SOCK_MODE,
     O_LOG_DIR, O_LOG_MAX, O_LOG_KEEP, O_EXIT_FLEET, O_GPUS, O_THREADS, O_PREFERRED, O_MAX_QUEUE,
-    O_IN_ORDER, O_COPY_THREADS, O_METRICS,
+    O_IN_ORDER, O_COPY_THREADS, O_METRICS, O_COPY_ROWS, O_INSTANCES,
+    O_LISTEN, O_ADVERTISE, O_CURVE_SECRET, O_CURVE_ALLOWED, O_ETCD, O_ETCD_PREFIX, O_ETCD_TTL,
+    O_FORWARD, O_NET_LANES, O_NET_BATCH_MAX, O_NET_BATCH_DELAY, O_NET_WINDOW, O_NET_FRAME_MAX, O_NET_HWM,
 };
 
 #define OFF(field) offsetof(struct sup_config, field)
@@ -447,6 +470,9 @@ static const struct opt opts[] = {
       "model folder (config.json + model.safetensors)" },
     { "gpus", O_GPUS, "all|I,J,...", set_gpus, 0, 0, 0, 0,
       "GPUs for the cuda engine, one engine instance each (default all)" },
+    { "instances", O_INSTANCES, "N", set_int, 1, 16, OFF(instances), 0,
+      "engine instances of the cpu or identity engine (default 1;\n"
+      "the cuda engine has one per GPU, see --gpus)" },
     { "threads", O_THREADS, "N", set_int, 1, 1024, OFF(threads), 0,
       "BLAS threads for the cpu engine (default: a quarter of the\n"
       "cores, 1 below 8 cores; agents share the machine)" },
@@ -462,6 +488,9 @@ static const struct opt opts[] = {
       "4096); when full, submits fail at once with -EBUSY" },
     { "in-order", O_IN_ORDER, NULL, set_switch, 0, 0, OFF(in_order), 0,
       "complete each agent's tasks in submission order" },
+    { "copy-rows", O_COPY_ROWS, NULL, set_switch, 0, 0, OFF(copy_rows), 0,
+      "copy every row through the supervisor's batch buffers, even\n"
+      "where the engine could read and write agents' lanes directly" },
     { "copy-threads", O_COPY_THREADS, "N", set_int, 0, 64, OFF(copy_threads), 0,
       "threads that help copy rows of large batches (default: a\n"
       "quarter of the cores, at most 8, none below 8 cores)" },
@@ -501,6 +530,36 @@ static const struct opt opts[] = {
     { "metrics", O_METRICS, "ADDR:PORT", set_metrics, 0, 0, 0, 0,
       "serve Prometheus /metrics, /healthz and /readyz over HTTP on\n"
       "a literal address (e.g. 127.0.0.1:9464 or [::1]:9464)" },
+    { "listen", O_LISTEN, "tcp://ADDR:PORT", set_tcp, 0, 0, OFF(listen), 0,
+      "also serve remote agents over ZeroMQ here (loopback only\n"
+      "unless --curve-secret-key is given)" },
+    { "advertise", O_ADVERTISE, "tcp://HOST:PORT", set_tcp, 0, 0, OFF(advertise), 0,
+      "the address registered in etcd (default: the --listen one)" },
+    { "curve-secret-key", O_CURVE_SECRET, "FILE", set_str, 0, 0, OFF(curve_secret), 0,
+      "CURVE: this supervisor's 'PUBLIC SECRET' Z85 keys (oag-keygen)" },
+    { "curve-allowed-keys", O_CURVE_ALLOWED, "FILE", set_str, 0, 0, OFF(curve_allowed), 0,
+      "CURVE: the client public keys allowed, one per line" },
+    { "etcd", O_ETCD, "http://HOST:PORT", set_str, 0, 0, OFF(etcd), 0,
+      "register this supervisor in etcd (needs --listen)" },
+    { "etcd-prefix", O_ETCD_PREFIX, "PREFIX", set_str, 0, 0, OFF(etcd_prefix), 0,
+      "key prefix in etcd (default /oag)" },
+    { "etcd-ttl", O_ETCD_TTL, "S", set_u32, 1, 3600, OFF(etcd_ttl_s), 0,
+      "etcd lease TTL: the key vanishes this long after a crash\n(default 2)" },
+    { "forward", O_FORWARD, "URL", set_forward, 0, 0, OFF(forward), 0,
+      "with --backend remote: run batches on the supervisors at URL\n"
+      "(tcp://H:P[,tcp://H:P...] or etcd://H:P/PREFIX[?policy=...])" },
+    { "net-lanes", O_NET_LANES, "N", set_u32, 1, 16, OFF(net_lanes), 0,
+      "lanes the gateway opens to this supervisor (default 2)" },
+    { "net-batch-max", O_NET_BATCH_MAX, "N", set_u32, 1, 65536, OFF(net_batch_max), 0,
+      "results per frame to a remote agent (default 256)" },
+    { "net-batch-delay-us", O_NET_BATCH_DELAY, "N", set_u32, 0, 1000000, OFF(net_batch_delay_us), 0,
+      "a results frame leaves at most N us after its first result\n(default 0: at the end of each pass)" },
+    { "net-window", O_NET_WINDOW, "N", set_u32, 1, 1u << 20, OFF(net_window), 0,
+      "tasks one remote agent may have outstanding (default 1024)" },
+    { "net-frame-max", O_NET_FRAME_MAX, "BYTES", set_u32, 4096, 1u << 30, OFF(net_frame_max), 0,
+      "largest frame either way (ZMQ_MAXMSGSIZE; default 4 MiB)" },
+    { "net-hwm", O_NET_HWM, "N", set_u32, 1, 1u << 20, OFF(net_hwm), 0,
+      "ZeroMQ high-water mark in frames per peer (default 1000)" },
     { "exit-with-fleet", O_EXIT_FLEET, NULL, set_switch, 0, 0, OFF(exit_with_fleet), 0,
       "exit once every agent has exited and none will restart\n"
       "(status 0 if all exited 0, else 1)" },
@@ -740,6 +799,7 @@ void config_defaults(struct sup_config *c)
     c->backend = "auto";
     c->max_queue = 4096;
     c->copy_threads = -1;
+    c->instances = 1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     c->threads = ncpu >= 8 ? (int)(ncpu / 4) : 1; /* BLAS threads for the cpu engine */
     c->max_batch = 256;
@@ -756,6 +816,13 @@ void config_defaults(struct sup_config *c)
     c->socket_mode = -1;
     c->log_max_bytes = 10u << 20;
     c->log_keep = 5;
+    c->etcd_prefix = "/oag";
+    c->etcd_ttl_s = 2;
+    c->net_lanes = 2;
+    c->net_batch_max = 256;
+    c->net_window = 1024;
+    c->net_frame_max = 4u << 20;
+    c->net_hwm = 1000;
 }
 
 /* Checks that involve several options, once the file and the flags are in. */
@@ -779,11 +846,16 @@ static int check_all(struct parse *p)
                 c->max_lanes);
         return -EINVAL;
     }
+    if (!strcmp(c->backend, "remote") != !!c->forward) {
+        fprintf(stderr, "oag-supervisor: --backend remote and --forward URL go together\n");
+        return -EINVAL;
+    }
     if (c->model && !strcmp(c->backend, "identity")) {
         fprintf(stderr, "oag-supervisor: --model needs a model engine (cpu, cuda or auto), not identity\n");
         return -EINVAL;
     }
-    if (!c->model && strcmp(c->backend, "identity") && strcmp(c->backend, "auto")) {
+    if (!c->model && strcmp(c->backend, "identity") && strcmp(c->backend, "auto") &&
+        strcmp(c->backend, "remote")) {
         fprintf(stderr, "oag-supervisor: --backend %s needs --model DIR\n", c->backend);
         return -EINVAL;
     }
@@ -797,6 +869,24 @@ static int check_all(struct parse *p)
         fprintf(stderr, "oag-supervisor: warning: --max-queue %u is smaller than --max-batch %u: "
                         "batches will hold at most %u tasks\n", c->max_queue, c->max_batch,
                 c->max_queue);
+    if ((c->etcd || c->curve_secret || c->curve_allowed || c->advertise) && !c->listen) {
+        fprintf(stderr, "oag-supervisor: --etcd, --advertise and the CURVE keys need --listen\n");
+        return -EINVAL;
+    }
+    if (c->listen && c->net_frame_max < c->max_payload + 64) {
+        fprintf(stderr, "oag-supervisor: --net-frame-max %u is below --max-payload %u + 64 (one "
+                        "task and the frame header)\n", c->net_frame_max, c->max_payload);
+        return -EINVAL;
+    }
+    if (c->etcd && strncmp(c->etcd, "http://", 7) && strncmp(c->etcd, "https://", 8)) {
+        fprintf(stderr, "oag-supervisor: --etcd: expected http://HOST:PORT, got '%s'\n", c->etcd);
+        return -EINVAL;
+    }
+    if (c->etcd_prefix[0] != '/' || strlen(c->etcd_prefix) > 200) {
+        fprintf(stderr, "oag-supervisor: --etcd-prefix: expected /NAME, got '%s'\n",
+                c->etcd_prefix);
+        return -EINVAL;
+    }
     struct oag_lane_geom g;
     if (oag_lane_geom(&g, c->max_payload, c->ring_slots)) {
         fprintf(stderr, "oag-supervisor: invalid lane geometry\n");

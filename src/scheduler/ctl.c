@@ -107,6 +107,8 @@ static void status(struct sup *s, struct out *o, int json)
                 "\"reloading\":%s,"
                 "\"max_queue\":%u,\"queued\":%u,\"in_order\":%s,\"tasks_ok\":%llu,"
                 "\"tasks_failed\":%llu,\"engine_errors\":%llu,\"busy_events\":%llu,"
+                "\"copy_rows\":%s,\"wakes\":%llu,\"wakes_by_thread\":%llu,"
+                "\"batches_retried\":%llu,"
                 "\"agents\":[",
              (int)getpid(), s->cfg.name, s->engine_ops->name, up, (unsigned long long)s->tasks_done,
              (unsigned long long)s->bat.batches, (unsigned long long)s->bat.dropped,
@@ -118,7 +120,9 @@ static void status(struct sup *s, struct out *o, int json)
              s->cfg.max_queue, s->bat.npend,
              s->cfg.in_order ? "true" : "false", (unsigned long long)s->bat.ok,
              (unsigned long long)s->bat.failed, (unsigned long long)s->bat.engine_errors,
-             (unsigned long long)s->bat.busy_events);
+             (unsigned long long)s->bat.busy_events, s->cfg.copy_rows ? "true" : "false",
+             (unsigned long long)s->bat.wakes, (unsigned long long)s->bat.wakes_handed,
+             (unsigned long long)s->bat.retried);
     } else {
         outf(o, "supervisor pid %d name %s engine %s up %.1fs tasks %llu batches %llu "
                 "(avg %.1f) lanes %u fleet %d\n",
@@ -199,11 +203,11 @@ static void status(struct sup *s, struct out *o, int json)
             }
             outf(o, "%s{\"backend\":\"%s\",\"device\":%d,\"model_version\":%u,"
                     "\"retired\":%s,\"inflight\":%u,\"batches\":%llu,\"rows\":%llu,"
-                    "\"busy_s\":%.6f,\"errors\":%llu}",
+                    "\"busy_s\":%.6f,\"errors\":%llu,\"instance\":%d,\"failed\":%s}",
                  i ? "," : "", in->ops->name, in->device, in->model_version,
                  in->retired ? "true" : "false", in->inflight, (unsigned long long)in->batches,
                  (unsigned long long)in->rows, (double)busy / 1e9,
-                 (unsigned long long)in->errors);
+                 (unsigned long long)in->errors, in->ordinal, in->failed ? "true" : "false");
         }
         outf(o, "],\"preferred_batch\":[");
         for (uint32_t i = 0; i < s->cfg.npreferred; i++)

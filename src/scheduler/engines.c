@@ -52,6 +52,10 @@ static int warm_one(struct sup *s, struct inst *in, uint32_t n, uint32_t row_byt
     for (uint32_t i = 0; i < n; i++) {
         memset(bs->b.in + (size_t)i * bs->b.in_stride, 0, row_bytes);
         bs->b.in_len[i] = row_bytes;
+        if (bs->b.in_ptr) { /* the by-pointer path, as batches from lanes will take it */
+            bs->b.in_ptr[i] = bs->b.in + (size_t)i * bs->b.in_stride;
+            bs->b.out_ptr[i] = bs->b.out + (size_t)i * bs->b.out_stride;
+        }
     }
     int rc = inst_submit(in, &bs->b);
     if (rc == 0) {
@@ -120,8 +124,9 @@ static int build(struct sup *s, const struct oag_engine_ops *ops, const char *mo
         for (int i = 0; i < ndev; i++)
             devs[i] = i;
     } else {
-        ndev = 1;
-        devs[0] = -1;
+        ndev = s->cfg.instances > 0 && s->cfg.instances <= SUP_MAX_GPUS ? s->cfg.instances : 1;
+        for (int i = 0; i < ndev; i++)
+            devs[i] = -1;
     }
     struct oag_engine_params p = {
         .max_batch = s->cfg.max_batch, .max_payload = s->cfg.max_payload, .model = out->model,
@@ -133,6 +138,8 @@ static int build(struct sup *s, const struct oag_engine_ops *ops, const char *mo
         p.device = devs[i];
         struct inst *in;
         rc = inst_create(&in, ops, &p, out->model, !strcmp(ops->name, "cpu"));
+        if (rc == 0)
+            in->ordinal = i;
         if (rc == -ENODEV && is_gpu && s->cfg.ngpus == 0 && out->n > 0) {
             rc = 0; /* past the last device */
             break;
@@ -180,6 +187,7 @@ static int adopt(struct sup *s, struct loaded *ld)
     for (uint32_t i = 0; i < ld->n; i++) {
         struct inst *in = ld->inst[i];
         in->model_version = s->model_version;
+        in->created_ns = now_ns();
         s->inst[s->ninst++] = in;
         int fd = inst_event_fd(in);
         if (fd >= 0)
@@ -301,6 +309,11 @@ void engines_recover(struct sup *s, uint64_t now)
         struct inst *old = s->inst[i];
         if (!old->failed || old->retired || old->inflight || now < old->retry_ns)
             continue;
+        int lent = 0; /* a batch of its slots still running elsewhere (retried) */
+        for (uint32_t k = 0; k < s->nslots; k++)
+            lent |= s->slots[k]->inst == old && s->slots[k]->busy;
+        if (lent)
+            continue;
         old->retry_ns = now + 1000000000ull;
         struct inst *in;
         int rc = inst_create(&in, old->ops, &old->params, old->model, old->threaded_req);
@@ -312,6 +325,12 @@ void engines_recover(struct sup *s, uint64_t now)
             continue;
         }
         in->model_version = old->model_version;
+        in->ordinal = old->ordinal;
+        in->created_ns = now;
+        if (now - old->created_ns < 10000000000ull)
+            in->backoff_ns = old->backoff_ns ? (old->backoff_ns * 2 < 60000000000ull
+                                                    ? old->backoff_ns * 2 : 60000000000ull)
+                                             : 1000000000ull;
         /* Same slot index, same model reference: swap the batch slots over to the new one. */
         for (uint32_t k = 0; k < s->nslots;) {
             if (s->slots[k]->inst != old) {

@@ -18,8 +18,27 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+#ifdef OAG_FAULT_INJECTION
+/* Test builds: $OAG_FAULT_ENGINE_THREADED=1 runs synchronous engines (identity) on a worker
+ * thread like the cpu engine, and $OAG_FAULT_ENGINE_DELAY_US=N makes each batch take N us more:
+ * batches are then in flight while agents die (rows by pointer outliving their lane). */
+static int env_num(const char *name)
+{
+    const char *v = getenv(name);
+    return v ? atoi(v) : 0;
+}
+#else
+static int env_num(const char *name)
+{
+    (void)name;
+    return 0;
+}
+#endif
+
 static void run_sync(struct inst *in, struct oag_batch *b)
 {
+    if (in->delay_us)
+        usleep((useconds_t)in->delay_us);
     b->whole_rc = 0;
     int rc = in->ops->submit(in->e, b);
     if (rc < 0)
@@ -66,6 +85,9 @@ int inst_create(struct inst **out, const struct oag_engine_ops *ops,
     in->params = *p;
     in->threaded_req = threaded;
     in->efd = -1;
+    if (env_num("OAG_FAULT_ENGINE_THREADED"))
+        threaded = 1;
+    in->delay_us = env_num("OAG_FAULT_ENGINE_DELAY_US");
     int rc = ops->create(&in->e, p);
     if (rc)
         goto fail;
@@ -125,10 +147,14 @@ void inst_destroy(struct inst *in)
 static long fault_batches = -1;
 int inst_fault_armed;
 
-static int fault_hit(void)
+static int fault_hit(const struct inst *in)
 {
     if (!inst_fault_armed)
         return 0; /* warm-up */
+    /* $OAG_FAULT_ENGINE_INSTANCE=K: every batch of instance K fails (a broken GPU). */
+    const char *k = getenv("OAG_FAULT_ENGINE_INSTANCE");
+    if (k && *k)
+        return atoi(k) == in->ordinal;
     if (fault_batches < 0) {
         const char *v = getenv("OAG_FAULT_ENGINE_BATCHES");
         fault_batches = v ? strtol(v, NULL, 10) : 0;
@@ -141,7 +167,11 @@ static int fault_hit(void)
 }
 #else
 int inst_fault_armed;
-static int fault_hit(void) { return 0; }
+static int fault_hit(const struct inst *in)
+{
+    (void)in;
+    return 0;
+}
 #endif
 
 int inst_submit(struct inst *in, struct oag_batch *b)
@@ -149,7 +179,7 @@ int inst_submit(struct inst *in, struct oag_batch *b)
     if (in->inflight >= in->max_inflight)
         return -EBUSY;
     b->whole_rc = 0;
-    if (fault_hit()) {
+    if (fault_hit(in)) {
         b->whole_rc = -EIO;
         in->inline_done[in->inline_n++] = b;
         in->inflight++;

@@ -28,8 +28,12 @@ struct inst {
     int failed;                 /* taken out of rotation after repeated failures */
     uint32_t consec_errors;     /* whole-batch failures in a row */
     uint64_t retry_ns;          /* failed: when to try re-creating it */
+    uint64_t created_ns;        /* when it entered the rotation */
+    uint64_t backoff_ns;        /* a re-created instance that fails again soon waits longer */
     struct oag_engine_params params; /* what it was created with (re-creation) */
     int threaded_req;
+    int delay_us;               /* test builds: extra time per batch (OAG_FAULT_ENGINE_DELAY_US) */
+    int ordinal;                /* position among its backend's instances (0 = first device) */
     uint64_t batches, rows, busy_ns, errors;
     uint64_t busy_since;        /* async: when inflight last went from 0 to 1 */
     /* worker thread for synchronous backends */

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "inst.h"
 #include "log.h"
 #include "shm/latch.h"
 #include "shm/proto.h"
@@ -152,6 +153,37 @@ static int lane_pick(struct sup *s, int agent_id)
     return -ENOSPC;
 }
 
+/* Offers the lane's memory to the engine for rows by pointer (pinning it for a GPU). Failure
+ * only means this lane's rows are copied. */
+static void lane_mem_register(struct sup *s, struct lane_mem *m)
+{
+    const struct oag_engine_ops *ops = s->engine_ops;
+    if (s->cfg.copy_rows || !ops || !ops->host_register)
+        return;
+    for (uint32_t i = 0; i < s->ninst; i++) {
+        struct inst *in = s->inst[i];
+        if (in->retired || in->failed)
+            continue;
+        int rc = ops->host_register(in->e, m->map, m->size);
+        if (rc == 0)
+            m->registered = 1;
+        else if (rc != -ENOTSUP)
+            log_warn("lane memory not registered with the engine (rows will be copied): %s",
+                     strerror(-rc));
+        return;
+    }
+}
+
+void lane_mem_put(struct sup *s, struct lane_mem *m)
+{
+    if (!m || --m->refs)
+        return;
+    if (m->registered)
+        s->engine_ops->host_unregister(m->map);
+    munmap(m->map, m->size);
+    free(m);
+}
+
 static int lane_create(struct sup *s, struct lane *l, int *fd_out)
 {
     struct oag_lane_geom g;
@@ -174,6 +206,13 @@ static int lane_create(struct sup *s, struct lane *l, int *fd_out)
         close(fd);
         return rc;
     }
+    l->mem = calloc(1, sizeof *l->mem);
+    if (!l->mem) {
+        munmap(p, g.size);
+        close(fd);
+        return -ENOMEM;
+    }
+    *l->mem = (struct lane_mem){ .map = p, .size = g.size, .refs = 1 };
     l->map = p;
     l->size = g.size;
     struct oag_lane_hdr *h = &l->hdr;
@@ -197,7 +236,7 @@ static int lane_create(struct sup *s, struct lane *l, int *fd_out)
                    h->sub_slots, h->slot_size);
     ring_side_init(&l->cmp, (struct oag_ring_ctl *)(l->map + h->cmp_ctl_off), l->map + h->cmp_off,
                    h->cmp_slots, h->slot_size);
-    l->flags = calloc(g.sub_slots, 1);
+    l->flags = calloc(g.sub_slots > g.cmp_slots ? g.sub_slots : g.cmp_slots, 1);
     l->cmp_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (l->cmp_efd < 0 || !l->flags) {
         rc = l->flags ? -errno : -ENOMEM;
@@ -205,11 +244,15 @@ static int lane_create(struct sup *s, struct lane *l, int *fd_out)
             close(l->cmp_efd);
         free(l->flags);
         l->flags = NULL;
+        free(l->mem);
+        l->mem = NULL;
         munmap(p, g.size);
         close(fd);
         return rc;
     }
+    lane_mem_register(s, l->mem);
     l->intake = 0;
+    l->cmp_assign = 0;
     l->touched = 0;
     *fd_out = fd;
     return 0;
@@ -222,8 +265,9 @@ static void lane_release(struct sup *s, struct lane *l)
     uint32_t last = s->active[--s->nactive];
     s->active[l->active_idx] = last;
     s->lanes[last].active_idx = l->active_idx;
-    munmap(l->map, l->size);
-    close(l->cmp_efd);
+    lane_mem_put(s, l->mem); /* unmapped now, or when the engine gives its last row back */
+    l->mem = NULL;
+    waker_close(&s->waker, l->cmp_efd); /* after any wake-up still queued for it */
     free(l->flags);
     l->flags = NULL;
     l->map = NULL;
@@ -262,7 +306,7 @@ static void hello_agent(struct sup *s, int idx, const struct oag_hello *h)
     }
     l->in_use = 1;
     l->conn = idx;
-    l->owed = l->pending = 0;
+    l->owed = 0;
     l->tasks_done = 0;
     l->peer_pid = c->pid;
     l->agent_id = h->agent_id;

@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "net/gateway.h"
 #include "sup.h"
 
 uint64_t now_ns(void)
@@ -137,10 +138,31 @@ int main(int argc, char **argv)
     /* The engine is loaded and warmed up before the loop serves anyone (agents that connect
      * meanwhile wait in the socket's backlog): a supervisor that cannot serve its model
      * refuses to start instead of serving half a model. */
+    gateway_set_forward(c->forward); /* --backend remote: batches go there (src/net) */
     err = engines_start(&s);
     if (err)
         goto out_instance;
+    if ((err = waker_start(&s.waker)) != 0)
+        log_warn("no waker thread (%s): wake-ups are written by the loop", strerror(-err));
+    struct gateway *gw = NULL;
+    if (c->listen) {
+        /* Remote agents: a thread that is an oag client of this supervisor (src/net). */
+        struct gateway_cfg gc = {
+            .listen = c->listen, .local = c->socket_path, .name = c->name,
+            .lanes = c->net_lanes, .batch_max = c->net_batch_max,
+            .delay_us = c->net_batch_delay_us, .frame_max = c->net_frame_max,
+            .window = c->net_window, .hwm = c->net_hwm, .curve_secret = c->curve_secret,
+            .curve_allowed = c->curve_allowed, .etcd = c->etcd, .etcd_prefix = c->etcd_prefix,
+            .etcd_ttl_s = c->etcd_ttl_s, .advertise = c->advertise, .gpus = c->ngpus,
+        };
+        if (gateway_start(&gw, &gc)) {
+            waker_stop(&s.waker);
+            goto out_instance;
+        }
+    }
     rc = loop_run(&s);
+    gateway_stop(gw);
+    waker_stop(&s.waker); /* writes and closes whatever the loop queued last */
     notify_tick(&s, now_ns()); /* STOPPING=1, if the loop ended before its timer sent it */
     log_info("stopped: %llu tasks in %llu batches", (unsigned long long)s.tasks_done,
              (unsigned long long)s.bat.batches);

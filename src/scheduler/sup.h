@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "copy.h"
+#include "waker.h"
 #include "engine/engine.h"
 #include "shm/layout.h"
 #include "shm/ring.h"
@@ -53,16 +54,26 @@ struct sup_config {
     uint32_t preferred[SUP_MAX_PREFERRED]; /* preferred batch sizes, ascending */
     uint32_t npreferred;
     int in_order;              /* complete each agent's tasks in submission order */
+    int copy_rows;             /* never hand the engine pointers into lanes */
     const char *model;         /* model folder, or NULL */
     int gpus[SUP_MAX_GPUS];    /* device list for cuda */
     int ngpus;                 /* 0: all */
     int threads;               /* BLAS threads for cpu */
+    int instances;             /* engine instances of a backend without devices (cpu, identity) */
     int copy_threads;          /* row-copy helpers for large batches (-1: by core count) */
     const char *config_path;   /* --config FILE, or NULL */
     uint64_t log_max_bytes;    /* --log-dir: rotate agent-ID.log before it exceeds this */
     uint32_t log_keep;         /* --log-dir: rotated files kept (agent-ID.log.1 .. .K) */
     struct config_mem *mem;    /* config.c: what the file's values are kept in */
     const char *metrics;       /* --metrics ADDR:PORT (HTTP /metrics /healthz /readyz), or NULL */
+    /* remote agents (src/net/gateway.h) */
+    const char *listen;        /* --listen tcp://ADDR:PORT, or NULL */
+    const char *advertise;     /* --advertise tcp://HOST:PORT (registered in etcd) */
+    const char *curve_secret, *curve_allowed;
+    const char *etcd, *etcd_prefix;
+    const char *forward;       /* --forward URL: where the "remote" engine sends batches */
+    uint32_t etcd_ttl_s;
+    uint32_t net_lanes, net_batch_max, net_batch_delay_us, net_window, net_frame_max, net_hwm;
 };
 
 enum agent_state { AG_STARTING, AG_RUNNING, AG_BACKOFF, AG_EXITED, AG_FAILED, AG_STOPPING };
@@ -95,6 +106,16 @@ struct agent {
     uint64_t tasks_done;       /* over all its lanes */
 };
 
+/* A lane's shared memory, counted: the lane holds one reference while attached and every row
+ * an engine reads or writes in place holds one until its batch is back, so a lane cut while a
+ * GPU still works on its rows stays mapped (and pinned) until then. */
+struct lane_mem {
+    uint8_t *map;
+    size_t size;
+    uint32_t refs;
+    int registered;            /* engine host_register succeeded: rows by pointer */
+};
+
 struct lane {
     int in_use;
     uint32_t id;
@@ -103,11 +124,13 @@ struct lane {
     int cmp_efd;               /* we write it to wake the agent */
     uint8_t *map;
     size_t size;
+    struct lane_mem *mem;      /* owns map */
     struct oag_lane_hdr hdr;   /* private copy, never re-read */
     struct ring_side sub;      /* we consume */
     struct ring_side cmp;      /* we produce */
-    uint32_t owed;             /* tasks taken from sub, result not yet written */
-    uint32_t pending;          /* any-order: completion slots written, not yet published */
+    uint32_t owed;             /* tasks taken from sub without a completion slot yet */
+    uint32_t cmp_assign;       /* any-order: next completion slot to hand out; slots from
+                                  cmp.mine up to here are being written or wait to publish */
     uint32_t intake;           /* next submission index to take into the queues */
     uint8_t *flags;            /* per slot: F_TAKEN / F_READY (batcher.c) */
     int touched;               /* in bat.touched: has results to publish */
@@ -146,6 +169,8 @@ struct pend {
 /* One row of a batch in flight. */
 struct task {
     uint32_t lane, gen, idx;
+    uint32_t cidx;             /* by pointer: the completion slot the engine writes */
+    struct lane_mem *mem;      /* by pointer: the lane memory it holds a reference on; else NULL */
     uint64_t ticket;
     uint64_t deadline_ns;
     uint64_t submit_ns;        /* as in struct pend */
@@ -168,7 +193,9 @@ struct trace_rec {
 struct bslot {
     struct oag_batch b;
     struct task *tasks;
-    struct inst *inst;
+    struct inst *inst;         /* owns the buffers */
+    struct inst *run;          /* runs the batch: inst, or another after a failure there */
+    int retried;               /* this batch already ran again elsewhere once */
     int busy;
     uint64_t start_ns;
 };
@@ -183,8 +210,13 @@ struct batcher {
     uint32_t touched[65536];   /* lanes with results to publish (at most one entry each) */
     uint32_t released[65536];  /* lanes with slots to hand back (fill_batch) */
     uint32_t ntouched;
+    int wake_fd[65536];        /* publish_touched: sleeping agents to wake */
+    uint64_t wakes, wakes_handed;
     uint64_t batches, tasks_total, dropped, timed_out, ok, failed, engine_errors;
     uint64_t busy_events, queue_ns, compute_ns;
+    uint64_t retried;          /* batches run again on another instance after a failure */
+    struct bslot *retry_q[SUP_MAX_GPUS * 2 * 8]; /* failed batches waiting for an instance */
+    uint32_t nretry;
     struct trace_rec *trace;   /* the last TRACE_CAP finished tasks, a ring */
     uint64_t trace_n;          /* records written so far */
     uint64_t trace_unpub;      /* first record whose pub_ns is not set yet */
@@ -239,6 +271,10 @@ struct sup {
     uint64_t last_publish_ns;
     struct sup_notify notify;
     struct metrics *metrics;   /* --metrics: histograms, snapshot, HTTP thread; NULL when off */
+    struct waker waker;        /* writes agents' wake-ups for big bursts */
+    struct {                   /* where the loop thread's time goes (OAG_PROFILE_FILE) */
+        uint64_t cqe_ns, collect_ns, dispatch_ns, sleep_ns, iters, start_ns;
+    } prof;
 };
 
 uint64_t now_ns(void);
@@ -255,6 +291,7 @@ void conn_event(struct sup *s, int idx, uint32_t gen, int res);
 void conn_close(struct sup *s, int idx);
 void lane_cut(struct sup *s, struct lane *l, const char *why);
 void lane_wake(struct sup *s, struct lane *l);
+void lane_mem_put(struct sup *s, struct lane_mem *m);
 
 /* batcher.c */
 int batcher_init(struct sup *s);

@@ -1,0 +1,199 @@
+/*
+ * gather_bench - how fast can the device read rows that sit in registered host memory (agents'
+ * lane slots: a shared memfd mapping, rows at a slot stride) and write results back there?
+ * Not a test: a measurement behind the cuda engine's choice of how rows by pointer travel.
+ *
+ *   gather_bench [ROW_BYTES [ROWS [SLOT_BYTES]]]     (default 16384 512 16448)
+ *
+ * Variants, each timed with events over many repetitions, GB/s of row bytes moved one way:
+ *   dma-h2d / dma-d2h   cudaMemcpyAsync of ROWS * ROW_BYTES contiguous pinned bytes (the copy
+ *                       engines: the offline engine's path, the ceiling)
+ *   ld16                one block per row, each thread 16-byte loads in a loop (the engine's
+ *                       gather kernel)
+ *   ld16x4              the same with 4 independent 16-byte loads in flight per thread
+ *   bulk                one block per row, the row fetched with the Hopper bulk copy unit
+ *                       (cuda::memcpy_async into shared memory), then stored
+ *   st16                scatter: one block per row, 16-byte stores into host rows
+ *   ld-gN / st-gN       N blocks walking the rows, 4 accesses in flight per thread (the
+ *                       engine's kernels: they leave the other multiprocessors free)
+ */
+#include <cuda/barrier>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define CK(x)                                                                                 \
+    do {                                                                                      \
+        cudaError_t e_ = (x);                                                                 \
+        if (e_ != cudaSuccess) {                                                              \
+            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+            exit(1);                                                                          \
+        }                                                                                     \
+    } while (0)
+
+__global__ void ld16(uint8_t *dst, const uint8_t *const *src, uint32_t row)
+{
+    const uint8_t *s = src[blockIdx.x];
+    uint8_t *d = dst + (size_t)blockIdx.x * row;
+    for (uint32_t i = threadIdx.x * 16; i < row; i += blockDim.x * 16)
+        *(uint4 *)(d + i) = *(const uint4 *)(s + i);
+}
+
+__global__ void ld16x4(uint8_t *dst, const uint8_t *const *src, uint32_t row)
+{
+    const uint8_t *s = src[blockIdx.x];
+    uint8_t *d = dst + (size_t)blockIdx.x * row;
+    const uint32_t step = blockDim.x * 16;
+    for (uint32_t i = threadIdx.x * 16; i < row; i += 4 * step) {
+        uint4 v[4];
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            if (i + k * step < row)
+                v[k] = __ldcs((const uint4 *)(s + i + k * step));
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            if (i + k * step < row)
+                *(uint4 *)(d + i + k * step) = v[k];
+    }
+}
+
+__global__ void bulk(uint8_t *dst, const uint8_t *const *src, uint32_t row)
+{
+    extern __shared__ __align__(128) uint8_t sm[];
+#pragma nv_diag_suppress static_var_with_dynamic_init
+    __shared__ cuda::barrier<cuda::thread_scope_block> bar;
+    if (threadIdx.x == 0)
+        init(&bar, blockDim.x);
+    __syncthreads();
+    const uint8_t *s = src[blockIdx.x];
+    if (threadIdx.x == 0)
+        cuda::memcpy_async(sm, s, cuda::aligned_size_t<16>(row), bar);
+    bar.arrive_and_wait();
+    uint8_t *d = dst + (size_t)blockIdx.x * row;
+    for (uint32_t i = threadIdx.x * 16; i < row; i += blockDim.x * 16)
+        *(uint4 *)(d + i) = *(const uint4 *)(sm + i);
+}
+
+__global__ void ld16x4g(uint8_t *dst, const uint8_t *const *src, uint32_t row, uint32_t rows)
+{
+    const uint32_t step = blockDim.x * 16;
+    for (uint32_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const uint8_t *s = src[r];
+        uint8_t *d = dst + (size_t)r * row;
+        for (uint32_t i = threadIdx.x * 16; i < row; i += 4 * step) {
+            uint4 v[4];
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                if (i + k * step < row)
+                    v[k] = *(const uint4 *)(s + i + k * step);
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                if (i + k * step < row)
+                    *(uint4 *)(d + i + k * step) = v[k];
+        }
+    }
+}
+
+__global__ void st16x4g(uint8_t *const *dst, const uint8_t *src, uint32_t row, uint32_t rows)
+{
+    const uint32_t step = blockDim.x * 16;
+    for (uint32_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        uint8_t *d = dst[r];
+        const uint8_t *s = src + (size_t)r * row;
+        for (uint32_t i = threadIdx.x * 16; i < row; i += 4 * step) {
+            uint4 v[4];
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                if (i + k * step < row)
+                    v[k] = *(const uint4 *)(s + i + k * step);
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                if (i + k * step < row)
+                    *(uint4 *)(d + i + k * step) = v[k];
+        }
+    }
+}
+
+__global__ void st16(uint8_t *const *dst, const uint8_t *src, uint32_t row)
+{
+    uint8_t *d = dst[blockIdx.x];
+    const uint8_t *s = src + (size_t)blockIdx.x * row;
+    for (uint32_t i = threadIdx.x * 16; i < row; i += blockDim.x * 16)
+        *(uint4 *)(d + i) = *(const uint4 *)(s + i);
+}
+
+int main(int argc, char **argv)
+{
+    uint32_t row = argc > 1 ? (uint32_t)atoi(argv[1]) : 16384;
+    uint32_t rows = argc > 2 ? (uint32_t)atoi(argv[2]) : 512;
+    uint32_t slot = argc > 3 ? (uint32_t)atoi(argv[3]) : row + 64;
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+        printf("gather_bench: no CUDA device\n");
+        return 77;
+    }
+    size_t lane = (size_t)slot * rows * 2 + 4096;
+    int fd = memfd_create("gb-lane", 0);
+    if (fd < 0 || ftruncate(fd, (off_t)lane) != 0)
+        return 1;
+    uint8_t *map = (uint8_t *)mmap(NULL, lane, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    memset(map, 1, lane);
+    CK(cudaHostRegister(map, lane, cudaHostRegisterPortable | cudaHostRegisterMapped));
+    uint8_t **in_ptr, **out_ptr, *pin, *dev;
+    CK(cudaHostAlloc((void **)&in_ptr, rows * sizeof(void *), cudaHostAllocMapped));
+    CK(cudaHostAlloc((void **)&out_ptr, rows * sizeof(void *), cudaHostAllocMapped));
+    CK(cudaHostAlloc((void **)&pin, (size_t)rows * row, cudaHostAllocDefault));
+    CK(cudaMalloc((void **)&dev, (size_t)rows * row));
+    for (uint32_t r = 0; r < rows; r++) {
+        in_ptr[r] = map + 32 + (size_t)r * slot;
+        out_ptr[r] = map + 32 + (size_t)(rows + r) * slot;
+    }
+    cudaStream_t st;
+    CK(cudaStreamCreate(&st));
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    const int reps = 50;
+    double bytes = (double)rows * row * reps;
+    CK(cudaFuncSetAttribute(bulk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)row));
+    printf("gather_bench: %u rows of %u bytes, slot %u (%.1f MB a batch)\n", rows, row, slot,
+           rows * (double)row / 1e6);
+    for (int v = 0; v < 12; v++) {
+        const char *name[] = { "dma-h2d", "dma-d2h", "ld16", "ld16x4", "bulk", "st16",
+                               "ld-g16", "ld-g32", "ld-g64", "st-g16", "st-g32", "st-g64" };
+        const unsigned g = v >= 6 ? 16u << ((v - 6) % 3) : 0;
+        for (int pass = 0; pass < 2; pass++) { /* warm, then timed */
+            CK(cudaEventRecord(a, st));
+            for (int i = 0; i < reps; i++) {
+                switch (v) {
+                case 0: CK(cudaMemcpyAsync(dev, pin, (size_t)rows * row, cudaMemcpyHostToDevice, st)); break;
+                case 1: CK(cudaMemcpyAsync(pin, dev, (size_t)rows * row, cudaMemcpyDeviceToHost, st)); break;
+                case 2: ld16<<<rows, 256, 0, st>>>(dev, in_ptr, row); break;
+                case 3: ld16x4<<<rows, 256, 0, st>>>(dev, in_ptr, row); break;
+                case 4: bulk<<<rows, 256, row, st>>>(dev, in_ptr, row); break;
+                case 5: st16<<<rows, 256, 0, st>>>(out_ptr, dev, row); break;
+                case 6: case 7: case 8: ld16x4g<<<g, 256, 0, st>>>(dev, in_ptr, row, rows); break;
+                default: st16x4g<<<g, 256, 0, st>>>(out_ptr, dev, row, rows); break;
+                }
+            }
+            CK(cudaGetLastError());
+            CK(cudaEventRecord(b, st));
+            CK(cudaEventSynchronize(b));
+            float ms = 0;
+            CK(cudaEventElapsedTime(&ms, a, b));
+            if (pass)
+                printf("  %-8s %7.1f GB/s  (%.1f us a batch)\n", name[v], bytes / (ms * 1e6),
+                       ms * 1e3 / reps);
+        }
+    }
+    /* check: the gathered rows are the lane's */
+    memset(map + 32, 7, row);
+    ld16x4<<<rows, 256, 0, st>>>(dev, in_ptr, row);
+    CK(cudaMemcpy(pin, dev, row, cudaMemcpyDeviceToHost));
+    printf("  check: %s\n", pin[0] == 7 && pin[row - 1] == 7 ? "ok" : "WRONG");
+    return 0;
+}
