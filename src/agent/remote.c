@@ -792,8 +792,9 @@ void remote_close(struct oag_remote *r)
             zmq_close(r->sups[i].mon);
         if (r->sups[i].sock)
             zmq_close(r->sups[i].sock);
-        free(r->sups[i].q);
     }
+    for (int i = 0; i < MAX_SUPS; i++)
+        free(r->sups[i].q); /* every queue is allocated at connect, not only the nsups used */
     if (r->zctx)
         zmq_ctx_term(r->zctx);
     int fds[] = { r->wake_efd, r->user_efd, r->tfd, r->disc_efd };
