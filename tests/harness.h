@@ -37,7 +37,7 @@
 
 #define H_SKIP 77
 
-static int h_failures;
+static _Atomic int h_failures; /* CHECK may run on several threads */
 
 #define CHECK(cond, ...)                                                                   \
     do {                                                                                   \

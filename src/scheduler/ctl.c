@@ -193,12 +193,20 @@ static void status(struct sup *s, struct out *o, int json)
         outf(o, "],\"engines\":[");
         for (uint32_t i = 0; i < s->ninst; i++) {
             struct inst *in = s->inst[i];
+            uint64_t busy;
+            if (in->threaded) {
+                pthread_mutex_lock(&in->mu); /* the worker adds to busy_ns under it */
+                busy = in->busy_ns;
+                pthread_mutex_unlock(&in->mu);
+            } else {
+                busy = in->busy_ns;
+            }
             outf(o, "%s{\"backend\":\"%s\",\"device\":%d,\"model_version\":%u,"
                     "\"retired\":%s,\"inflight\":%u,\"batches\":%llu,\"rows\":%llu,"
                     "\"busy_s\":%.6f,\"errors\":%llu,\"instance\":%d,\"failed\":%s}",
                  i ? "," : "", in->ops->name, in->device, in->model_version,
                  in->retired ? "true" : "false", in->inflight, (unsigned long long)in->batches,
-                 (unsigned long long)in->rows, (double)in->busy_ns / 1e9,
+                 (unsigned long long)in->rows, (double)busy / 1e9,
                  (unsigned long long)in->errors, in->ordinal, in->failed ? "true" : "false");
         }
         outf(o, "],\"preferred_batch\":[");

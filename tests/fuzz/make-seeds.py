@@ -127,3 +127,37 @@ put("proto", "region-small", proto(welcome(lane_size=size), 0x0f, 100, region(),
 put("proto", "lane-size-mismatch", proto(welcome(lane_size=size), 0x0f, 4096, region(), size + 4096, h))
 put("proto", "truncated-welcome", proto(welcome(lane_size=size), 0x0f, 4096, region(), size, h, wlen=20))
 put("proto", "no-answer", proto(welcome(lane_size=size), 0x2f, 4096, region(), size, h))
+
+# ---- hello: the first message of a connection (struct oag_hello, 280 bytes)
+def hello(kind, cmd=b"", agent_id=-1, abi=1, magic=0x4f414748):
+    return struct.pack("<IIIiII", magic, abi, kind, agent_id, 4242, 0) + cmd.ljust(256, b"\0")
+for nm, c in [("status", b"status"), ("status-json", b"status --json"), ("trace", b"trace 5 --json"),
+              ("trace-bad", b"trace 0 x"), ("scale", b"scale 3"), ("reload", b"reload /nonexistent"),
+              ("unknown", b"frobnicate")]:
+    put("hello", "ctl-" + nm, hello(2, c))
+put("hello", "agent", hello(1))
+put("hello", "agent-id-huge", hello(1, agent_id=1 << 29))
+put("hello", "bad-abi", hello(1, abi=2))
+put("hello", "bad-kind", hello(7))
+put("hello", "short", hello(1)[:10])
+
+# ---- wire: u8 max_payload selector (16 << (b % 12)), then one frame (src/net/wire.h)
+def frame(typ, body=b"", count=0, seq=1, ack=0, version=1, magic=0x4e47414f, body_len=None):
+    bl = len(body) if body_len is None else body_len
+    return struct.pack("<IBBHQQQII", magic, version, typ, 0, 0x1234, seq, ack, count, bl) + body
+def task(t, data, timeout=0, prio=0):
+    return struct.pack("<QIIB7x", t, timeout, len(data), prio) + data
+def result(t, data, status=0):
+    return struct.pack("<QiI", t, status, len(data)) + data
+sel = bytes([4])  # max_payload 256
+put("wire", "tasks", sel + frame(3, task(1, b"a" * 16) + task(2, b"b" * 40, 1000, 2), 2))
+put("wire", "results", sel + frame(4, result(1, b"x" * 16) + result(2, b"", -5), 2))
+put("wire", "hello", sel + frame(1, seq=0))
+put("wire", "ack", sel + frame(5, seq=0, ack=7))
+put("wire", "welcome", sel + frame(2, struct.pack("<IIIIIIQ", 256, 1024, 0, 0, 1 << 20, 0, 99)
+                                    + b"identity".ljust(32, b"\0"), seq=0))
+put("wire", "error", sel + frame(6, struct.pack("<iI", -13, 9) + b"not+allow", seq=0))
+put("wire", "task-too-big", sel + frame(3, task(1, b"z" * 300), 1))
+put("wire", "count-lies", sel + frame(3, task(1, b"a" * 16), 3))
+put("wire", "bodylen-lies", sel + frame(4, result(1, b"x" * 16), 1, body_len=1000))
+put("wire", "version-2", sel + frame(1, version=2, seq=0))

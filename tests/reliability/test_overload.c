@@ -48,7 +48,11 @@ static void take(struct agent *a, int timeout_ms)
 {
     oag_completion done[64];
     int n = oag_poll(a->c, done, 64, timeout_ms);
-    CHECK(n >= 0, "agent %d: oag_poll %d", a->id, n);
+    if (n < 0) {
+        CHECK(0, "agent %d: oag_poll returned %d (%s): %s", a->id, n, oag_strerror(n),
+              oag_last_error());
+        return;
+    }
     uint64_t now = mono_ns();
     for (int i = 0; i < n; i++) {
         uint32_t k = (uint32_t)(done[i].ticket % RING);
