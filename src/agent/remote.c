@@ -3,8 +3,9 @@
  *
  * Threads: the caller's thread (submit, poll, infer) and an I/O thread that owns every ZeroMQ
  * socket: it builds and sends frames, receives results, answers reconnects and failovers. With
- * an etcd:// endpoint a third thread reads the supervisors registered under the prefix every
- * $OAG_NET_ETCD_POLL_MS and hands the list to the I/O thread. One mutex (mu) guards all the
+ * an etcd:// endpoint a third thread reads the supervisors registered under the prefix when a
+ * fourth, watching the prefix (a streaming /v3/watch), sees a change, and at least every
+ * $OAG_NET_ETCD_POLL_MS, and hands the list to the I/O thread. One mutex (mu) guards all the
  * state below; the I/O thread holds it while it works on a batch of events, never while it
  * waits. Wake-ups: the caller writes wake_efd when a frame should leave (its first task, a full
  * frame, or the caller starting to wait); the I/O thread signals the condition variable (callers
@@ -49,6 +50,7 @@ struct rslot {
     uint64_t id;
     uint64_t sent_ns;
     uint64_t deadline_ns;     /* submit + timeout_us; 0: none */
+    uint64_t frame_seq;       /* the TASKS frame it last left in */
     uint8_t *data;
     uint32_t len, timeout_us;
     int32_t status;
@@ -80,8 +82,8 @@ struct rsup {
 struct oag_remote {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    pthread_t io, disc;
-    int io_started, disc_started;
+    pthread_t io, disc, watch;
+    int io_started, disc_started, watch_started;
     atomic_int stop;
     void *zctx;
     int wake_efd, user_efd, tfd, disc_efd;
@@ -96,6 +98,7 @@ struct oag_remote {
     uint64_t counter, client_id, done_total;
     uint32_t ntimed;          /* outstanding tasks with a deadline */
     unsigned mon_seq;         /* monitor endpoint names */
+    int hwm;                  /* $OAG_NET_HWM: ZeroMQ high-water marks (0: ZeroMQ's 1000) */
     struct rsup sups[MAX_SUPS];
     int nsups;
     int policy;
@@ -175,6 +178,10 @@ static int sup_open(struct oag_remote *r, int i)
     zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_TIMEOUT, &hbto, sizeof hbto);
     zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zmq_setsockopt(s->sock, ZMQ_IMMEDIATE, &one, sizeof one);
+    if (r->hwm) {
+        zmq_setsockopt(s->sock, ZMQ_SNDHWM, &r->hwm, sizeof r->hwm);
+        zmq_setsockopt(s->sock, ZMQ_RCVHWM, &r->hwm, sizeof r->hwm);
+    }
     if (r->curve) {
         zmq_setsockopt(s->sock, ZMQ_CURVE_SERVERKEY, r->server_key, 40);
         zmq_setsockopt(s->sock, ZMQ_CURVE_PUBLICKEY, r->pub_key, 40);
@@ -365,6 +372,7 @@ static int flush_one(struct oag_remote *r, int i)
         if (t->state == S_OUT && t->id == q->id && t->sup == i && t->queued) {
             t->queued = 0;
             t->sent_ns = now;
+            t->frame_seq = s->seq_out;
         }
     }
     s->qh = (s->qh + take) % r->window;
@@ -488,6 +496,35 @@ static void on_welcome(struct oag_remote *r, int i, const uint8_t *p)
     pthread_cond_broadcast(&r->cv);
 }
 
+/* The supervisor refused our TASKS frame seq (its ERROR names it): its tasks end with code
+ * rather than wait forever (sending them again would be refused again). */
+static void fail_frame(struct oag_remote *r, int i, uint64_t seq, int32_t code)
+{
+    int added = 0;
+    for (uint32_t k = 0; k < r->window; k++) {
+        struct rslot *t = &r->slots[k];
+        if (t->state != S_OUT || t->sup != i || t->queued || t->frame_seq != seq)
+            continue;
+        t->status = code;
+        t->len = 0;
+        t->state = S_DONE;
+        if (t->deadline_ns) {
+            t->deadline_ns = 0;
+            r->ntimed--;
+        }
+        if (r->sups[i].outstanding > 0)
+            r->sups[i].outstanding--;
+        r->cq[(r->cqh + r->cqn) % r->window] = (struct qent){ k, t->id };
+        r->cqn++;
+        added++;
+    }
+    if (added) {
+        if (r->evmode)
+            efd_write(r->user_efd);
+        pthread_cond_broadcast(&r->cv);
+    }
+}
+
 static void recv_sup(struct oag_remote *r, int i)
 {
     struct rsup *s = &r->sups[i];
@@ -513,6 +550,8 @@ static void recv_sup(struct oag_remote *r, int i)
             char text[200];
             int32_t code = net_get_error(p, len, text, sizeof text);
             snprintf(r->err, sizeof r->err, "%s: %s (%d)", s->addr, text, code);
+            if (h.seq && h.client == r->client_id)
+                fail_frame(r, i, h.seq, code < 0 ? code : -EPROTO);
         }
         zmq_msg_close(&m);
     }
@@ -715,6 +754,34 @@ static void on_kv(const char *key, const char *val, void *arg)
     cJSON_Delete(j);
 }
 
+/* The watch thread: any change under the prefix wakes the discovery thread at once (which
+ * then reads the whole prefix); the periodic read stays as the fallback. */
+static int watch_event(void *arg)
+{
+    struct oag_remote *r = arg;
+    efd_write(r->disc_efd);
+    return atomic_load(&r->stop);
+}
+
+static int watch_stop(void *arg) { return atomic_load(&((struct oag_remote *)arg)->stop); }
+
+static void *watch_main(void *arg)
+{
+    struct oag_remote *r = arg;
+    struct etcd *e = NULL;
+    if (etcd_create(&e, r->etcd_base, 1000))
+        return NULL;
+    while (!atomic_load(&r->stop)) {
+        etcd_watch_prefix(e, r->prefix, watch_event, watch_stop, r);
+        /* Ended (etcd restarted, or an error): read the prefix now, watch again soon. */
+        efd_write(r->disc_efd);
+        for (int k = 0; k < 5 && !atomic_load(&r->stop); k++)
+            usleep(100000);
+    }
+    etcd_destroy(e);
+    return NULL;
+}
+
 static void *disc_main(void *arg)
 {
     struct oag_remote *r = arg;
@@ -737,7 +804,8 @@ static void *disc_main(void *arg)
             efd_write(r->wake_efd);
         }
         struct pollfd pf = { .fd = r->disc_efd, .events = POLLIN };
-        poll(&pf, 1, (int)r->etcd_poll_ms);
+        if (poll(&pf, 1, (int)r->etcd_poll_ms) > 0)
+            efd_drain(r->disc_efd);
     }
     etcd_destroy(e);
     free(l.addr);
@@ -787,14 +855,16 @@ void remote_close(struct oag_remote *r)
         pthread_join(r->io, NULL);
     if (r->disc_started)
         pthread_join(r->disc, NULL);
-    for (int i = 0; i < r->nsups; i++) {
+    if (r->watch_started)
+        pthread_join(r->watch, NULL);
+    for (int i = 0; i < MAX_SUPS; i++) {
         if (r->sups[i].mon)
             zmq_close(r->sups[i].mon);
         if (r->sups[i].sock)
             zmq_close(r->sups[i].sock);
     }
-    for (int i = 0; i < MAX_SUPS; i++)
-        free(r->sups[i].q); /* every queue is allocated at connect, not only the nsups used */
+    for (int i = 0; i < MAX_SUPS; i++) /* every queue was allocated at connect */
+        free(r->sups[i].q);
     if (r->zctx)
         zmq_ctx_term(r->zctx);
     int fds[] = { r->wake_efd, r->user_efd, r->tfd, r->disc_efd };
@@ -869,7 +939,8 @@ static int parse_endpoint(struct oag_remote *r, const char *ep, char *err, size_
     return 0;
 }
 
-int remote_connect(struct oag_remote **out, const char *endpoint, char *err, size_t errcap)
+int remote_connect(struct oag_remote **out, const char *endpoint, unsigned wait_ms, char *err,
+                   size_t errcap)
 {
     int rc = -ENOMEM;
     struct oag_remote *r = calloc(1, sizeof *r);
@@ -886,7 +957,8 @@ int remote_connect(struct oag_remote **out, const char *endpoint, char *err, siz
     r->batch_max = env_u("OAG_NET_BATCH_MAX", 256, 1, 1u << 16);
     r->delay_ns = (uint64_t)env_u("OAG_NET_BATCH_DELAY_US", 100, 0, 10000000) * 1000ull;
     r->frame_max = env_u("OAG_NET_FRAME_MAX", 1u << 20, 4096, 1u << 28);
-    r->etcd_poll_ms = env_u("OAG_NET_ETCD_POLL_MS", 200, 10, 60000);
+    r->hwm = (int)env_u("OAG_NET_HWM", 0, 1, 1u << 20);
+    r->etcd_poll_ms = env_u("OAG_NET_ETCD_POLL_MS", 1000, 10, 60000);
     const char *pol = getenv("OAG_NET_POLICY");
     r->policy = pol && !strcmp(pol, "least") ? POL_LEAST
               : pol && !strcmp(pol, "latency") ? POL_LATENCY : POL_RR;
@@ -948,11 +1020,17 @@ int remote_connect(struct oag_remote **out, const char *endpoint, char *err, siz
             goto fail;
         }
         r->disc_started = 1;
+        if (pthread_create(&r->watch, NULL, watch_main, r)) {
+            rc = -EAGAIN;
+            goto fail;
+        }
+        r->watch_started = 1;
     }
     efd_write(r->wake_efd);
 
     /* Wait for a first supervisor to welcome us: it tells the payload size. */
-    unsigned wait_ms = env_u("OAG_NET_CONNECT_MS", 10000, 1, 3600000);
+    if (!wait_ms)
+        wait_ms = env_u("OAG_NET_CONNECT_MS", 10000, 1, 3600000);
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
     dl.tv_sec += wait_ms / 1000;
