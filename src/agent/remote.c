@@ -69,6 +69,7 @@ struct rsup {
     void *sock, *mon;
     int live;                 /* wanted (listed in etcd, or the tcp:// endpoint) */
     int up;                   /* connected and welcomed */
+    int shook;                /* a handshake on this socket has succeeded at least once */
     int blocked;              /* last send hit the high-water mark */
     struct qent *q;           /* send queue: ring of window entries */
     uint32_t qh, qn;
@@ -578,6 +579,7 @@ static void recv_mon(struct oag_remote *r, int i)
             zmq_msg_close(&m);
         }
         if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            s->shook = 1;
             send_ctl(r, s, NET_HELLO);
         } else if (ev == ZMQ_EVENT_DISCONNECTED) {
             s->up = 0;
@@ -588,7 +590,10 @@ static void recv_mon(struct oag_remote *r, int i)
             if (others)
                 sup_orphan_tasks(r, i);
         } else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
-                   ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+                   (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && r->curve && !s->shook)) {
+            /* Refused keys. A protocol failure counts as one only under CURVE before any
+             * handshake succeeded (a wrong server key looks like that); later, or without
+             * CURVE, it is a connection broken mid-greeting: ZeroMQ reconnects. */
             snprintf(r->err, sizeof r->err, "%s refused the CURVE handshake (wrong or unknown "
                                             "key)", s->addr);
             r->auth_failed = 1;
