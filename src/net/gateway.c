@@ -66,6 +66,7 @@ struct gclient {
     uint64_t id;
     uint8_t rid[256];
     size_t rid_len;
+    char key[41];              /* CURVE: the client key (ZAP User-Id) that owns this client id */
     uint64_t seq_in;           /* last TASKS frame taken */
     uint64_t seq_out;          /* last RESULTS frame built */
     uint64_t last_ns;
@@ -510,13 +511,23 @@ static void client_reset(struct gateway *g, struct gclient *c)
     memset(c, 0, sizeof *c);
 }
 
+/* The client with this id (created if asked and there is room), or NULL. Under CURVE a client id
+ * belongs to the key that first used it: a frame naming it from another key gets NULL with
+ * *stolen set (it would otherwise take over that client's results). */
 static struct gclient *client_find(struct gateway *g, uint64_t id, const void *rid, size_t rlen,
-                                   int create)
+                                   const char *key, int create, int *stolen)
 {
     int freei = -1;
+    *stolen = 0;
+    if (!key)
+        key = "";
     for (uint32_t i = 0; i < g->ncli; i++) {
         if (g->cli[i].used && g->cli[i].id == id) {
             struct gclient *c = &g->cli[i];
+            if (strcmp(c->key, key)) {
+                *stolen = 1;
+                return NULL;
+            }
             if (c->rid_len != rlen || memcmp(c->rid, rid, rlen)) {
                 memcpy(c->rid, rid, rlen); /* reconnected: a new ROUTER identity */
                 c->rid_len = rlen;
@@ -538,6 +549,7 @@ static struct gclient *client_find(struct gateway *g, uint64_t id, const void *r
     memset(c, 0, sizeof *c);
     c->used = 1;
     c->id = id;
+    snprintf(c->key, sizeof c->key, "%s", key);
     memcpy(c->rid, rid, rlen);
     c->rid_len = rlen;
     c->last_ns = now_ns();
@@ -666,7 +678,7 @@ static void on_tasks(struct gateway *g, struct gclient *c, const uint8_t *p, siz
 }
 
 static void on_message(struct gateway *g, const uint8_t *rid, size_t rlen, const uint8_t *p,
-                       size_t len)
+                       size_t len, const char *key)
 {
     struct net_hdr h;
     const char *why = "";
@@ -691,8 +703,16 @@ static void on_message(struct gateway *g, const uint8_t *rid, size_t rlen, const
         send_error(g, rid, rlen, rc, why, named ? h.client : 0, named ? h.seq : 0);
         return;
     }
-    struct gclient *c = client_find(g, h.client, rid, rlen, h.type == NET_HELLO ||
-                                                             h.type == NET_TASKS);
+    int stolen;
+    struct gclient *c = client_find(g, h.client, rid, rlen, g->zap ? key : NULL,
+                                    h.type == NET_HELLO || h.type == NET_TASKS, &stolen);
+    if (stolen) {
+        g->refused_frames++;
+        log_warn("gateway: refused a frame: client id %llx belongs to another CURVE key",
+                 (unsigned long long)h.client);
+        send_error(g, rid, rlen, -EACCES, "client id of another key", 0, 0);
+        return;
+    }
     if (!c) {
         if (h.type != NET_ACK)
             send_error(g, rid, rlen, -EBUSY, "too many clients", h.client,
@@ -751,8 +771,9 @@ static void recv_router(struct gateway *g)
             g->refused_frames++;
             log_warn("gateway: refused a message of several parts");
         } else {
+            /* Under CURVE, the key ZAP accepted (the User-Id it returned) */
             on_message(g, zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_data(&m),
-                       zmq_msg_size(&m));
+                       zmq_msg_size(&m), g->zap ? zmq_msg_gets(&m, "User-Id") : NULL);
         }
         zmq_msg_close(&m);
         zmq_msg_close(&rid);
