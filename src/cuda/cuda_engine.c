@@ -74,10 +74,6 @@
 #define CU_SLEEP_MIN_NS 200000L   /* shorter predicted batches are not slept through */
 #define CU_SPIN_LEAD_NS 100000L   /* wake this long before the predicted end */
 #define CU_SPIN_MIN_NS 20000L
-/* Runs by cudaMemcpy2DAsync are off by default (OAG_CUDA_RUN_BYTES=N turns them on): on the
- * H100 machine each call costs the submitting thread tens of microseconds, more than the copy
- * engines gain over the kernels (docs/BENCHMARKS.md). */
-#define CU_RUN_BYTES ((size_t)-1)
 /* Blocks of the gather/scatter kernels at most (OAG_CUDA_ROW_BLOCKS; 0: one per row). Capping
  * them would leave multiprocessors to the batches computing on the other streams, but on the
  * H100 machine one block per row measured best end to end (docs/BENCHMARKS.md), so it is the
@@ -125,11 +121,6 @@ struct cu_slot {
     int rc;         /* failed while enqueueing (the event is not waited for), or 0 */
     uint32_t bucket;
     long t_submit;  /* CLOCK_MONOTONIC ns at submit */
-    /* Rows by pointer: runs of rows at a constant stride (consecutive slots of one lane) big
-     * enough for the copy engines, moved by cudaMemcpy2DAsync around the graph; the kernels
-     * move the rest. Submitting thread only. */
-    struct cu_run { uint32_t row, n; const uint8_t *host; size_t pitch; } *run_in, *run_out;
-    uint32_t nrun_in, nrun_out;
 };
 
 struct oag_engine {
@@ -152,13 +143,7 @@ struct oag_engine {
     struct cu_hostbuf *hostbufs;   /* host_alloc'ed, pinned; submitting thread only */
     int rows_by_ptr;               /* the device can use registered host pointers directly */
     int timing;                    /* OAG_CUDA_TIMING=1: time batches with events */
-    int dma_rows;                  /* rows by pointer moved by the copy engines (batched
-                                      memcpy), not by the gather/scatter kernels */
-    size_t run_bytes;              /* runs of rows at least this big go by the copy engines */
     unsigned row_blocks;           /* blocks of the gather/scatter kernels (0: one per row) */
-    void **dma_dst;                /* submitting thread: the batched copies' operands */
-    const void **dma_src;
-    size_t *dma_size;
     _Atomic uint64_t gpu_ns;       /* completion thread adds; stats() reads */
     int efd;
 
@@ -448,7 +433,7 @@ static int capture_one(struct oag_engine *e, struct cu_slot *s, uint32_t rows, i
 static int capture(struct oag_engine *e, struct cu_slot *s, uint32_t k)
 {
     int rc = capture_one(e, s, e->buckets[k], 0, &s->graph[k]);
-    if (!rc && e->rows_by_ptr && !e->dma_rows)
+    if (!rc && e->rows_by_ptr)
         rc = capture_one(e, s, e->buckets[k], 1, &s->graph_ptr[k]);
     return rc;
 }
@@ -489,12 +474,9 @@ static void slot_teardown(struct oag_engine *e, struct cu_slot *s, int live)
     int rc = s->rc;
     struct cu_rowtab *tab = s->tab;
     size_t tab_len = s->tab_len;
-    struct cu_run *run_in = s->run_in, *run_out = s->run_out;
     memset(s, 0, sizeof *s);
     s->b = b;
     s->rc = rc;
-    s->run_in = run_in;
-    s->run_out = run_out;
     s->tab = tab; /* the mapping is the engine's for its life; only its registration goes */
     s->tab_len = tab_len;
     (void)e;
@@ -626,32 +608,11 @@ static int device_build(struct oag_engine *e, int reregister)
     for (uint32_t i = 0; i < CU_SLOTS; i++)
         if ((rc = slot_build(e, &e->slot[i], 0)))
             goto fail;
-    /* Batched copies (rows by pointer through the copy engines) need a recent driver: try one,
-     * and move rows with the kernels instead if it is refused. */
-    if (e->rows_by_ptr && e->dma_rows) {
-        struct cu_slot *s0 = &e->slot[0];
-        void *dst = s0->buf[CU_XIN];
-        const void *src = s0->tab;
-        size_t sz = 64, idx0 = 0;
-        struct cudaMemcpyAttributes attr;
-        memset(&attr, 0, sizeof attr);
-        attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
-        err = cudaMemcpyBatchAsync(&dst, &src, &sz, 1, &attr, &idx0, 1, s0->st);
-        if (err == cudaSuccess)
-            err = cudaStreamSynchronize(s0->st);
-        if (err != cudaSuccess) {
-            cu_log(e, "batched copies refused (%s): rows by pointer move with kernels",
-                   cudaGetErrorName(err));
-            (void)cudaGetLastError();
-            e->dma_rows = 0;
-        }
-    }
     /* Run every bucket once outside a graph: loads the kernels (lazy module loading) and
      * lets cuBLAS pick its kernels before anything is captured. */
     for (uint32_t k = 0; k < e->nbuckets; k++)
         if ((rc = run_plan(e, &e->slot[0], e->buckets[k])) ||
-            (e->rows_by_ptr && !e->dma_rows &&
-             (rc = run_ptr(e, &e->slot[0], e->buckets[k]))))
+            (e->rows_by_ptr && (rc = run_ptr(e, &e->slot[0], e->buckets[k]))))
             goto fail;
     err = cudaStreamSynchronize(e->slot[0].st);
     if (err != cudaSuccess) {
@@ -923,22 +884,8 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
     e->tf32 = v && *v == '1';
     v = getenv("OAG_CUDA_TIMING");
     e->timing = v && *v == '1';
-    v = getenv("OAG_CUDA_ROWS");           /* kernel (default) | dma */
-    e->dma_rows = v && !strcmp(v, "dma");
     v = getenv("OAG_CUDA_ROW_BLOCKS");
     e->row_blocks = v ? (unsigned)atoi(v) : CU_ROW_BLOCKS;
-    v = getenv("OAG_CUDA_RUN_BYTES");
-    e->run_bytes = v && atol(v) > 0 ? (size_t)atol(v) : CU_RUN_BYTES;
-    e->dma_dst = calloc(p->max_batch, sizeof *e->dma_dst);
-    e->dma_src = calloc(p->max_batch, sizeof *e->dma_src);
-    e->dma_size = calloc(p->max_batch, sizeof *e->dma_size);
-    if (!e->dma_dst || !e->dma_src || !e->dma_size) {
-        free(e->dma_dst);
-        free(e->dma_src);
-        free(e->dma_size);
-        free(e);
-        return -ENOMEM;
-    }
     v = getenv("OAG_CUDA_SPIN_US");
     e->spin_cap_ns = (v ? atol(v) : 1000) * 1000L;
     pthread_mutex_init(&e->mu, NULL);
@@ -997,12 +944,6 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
             goto fail;
         }
         sl->tab = t;
-        sl->run_in = calloc(mb, sizeof *sl->run_in);
-        sl->run_out = calloc(mb, sizeof *sl->run_out);
-        if (!sl->run_in || !sl->run_out) {
-            rc = -ENOMEM;
-            goto fail;
-        }
     }
     if ((rc = device_build(e, 0)))
         goto fail;
@@ -1045,15 +986,10 @@ static void cuda_destroy(struct oag_engine *e)
     for (uint32_t i = 0; i < CU_SLOTS; i++) {
         if (e->slot[i].tab)
             munmap(e->slot[i].tab, e->slot[i].tab_len);
-        free(e->slot[i].run_in);
-        free(e->slot[i].run_out);
     }
     if (e->efd >= 0)
         close(e->efd);
     cu_plan_fini(&e->plan);
-    free(e->dma_dst);
-    free(e->dma_src);
-    free(e->dma_size);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv_work);
     pthread_cond_destroy(&e->cv_idle);
@@ -1107,69 +1043,6 @@ static void cuda_host_free(struct oag_engine *e, void *p)
     cu_log(e, "host_free: %p was not allocated here", p);
 }
 
-/* Finds runs of rows whose pointers advance by one constant stride (>= row bytes) and span at
- * least min_bytes of rows; takes them out of the kernels' table (NULL: the kernels skip the
- * row) into runs[]. Returns the number of runs. */
-static uint32_t find_runs(const void **tab, uint32_t n, uint32_t row, size_t min_bytes,
-                          struct cu_run *runs)
-{
-    if (min_bytes == (size_t)-1)
-        return 0; /* off */
-    size_t mr = min_bytes / row + (min_bytes % row != 0);
-    uint32_t nr = 0, min_rows = mr > n ? n + 1 : (uint32_t)mr;
-    if (min_rows < 2)
-        min_rows = 2;
-    for (uint32_t i = 0; i < n;) {
-        const uint8_t *p = tab[i];
-        if (!p || i + 1 >= n || !tab[i + 1] || (const uint8_t *)tab[i + 1] < p + row) {
-            i++;
-            continue;
-        }
-        size_t pitch = (size_t)((const uint8_t *)tab[i + 1] - p);
-        uint32_t j = i + 1;
-        while (j < n && tab[j] && (const uint8_t *)tab[j] == p + (size_t)(j - i) * pitch)
-            j++;
-        if (j - i >= min_rows) {
-            runs[nr++] = (struct cu_run){ .row = i, .n = j - i, .host = p, .pitch = pitch };
-            for (uint32_t k = i; k < j; k++)
-                tab[k] = NULL;
-        }
-        i = j;
-    }
-    return nr;
-}
-
-/* Rows by pointer through the copy engines: one batched copy of every good row from its
- * agent's slot into the input buffer (in), or from the output buffer into its result slot. */
-static cudaError_t dma_rows(struct oag_engine *e, struct cu_slot *s, const struct oag_batch *b,
-                            int in)
-{
-    size_t n = 0;
-    for (uint32_t i = 0; i < b->n; i++) {
-        if (b->status[i])
-            continue;
-        if (in) {
-            e->dma_dst[n] = (uint8_t *)s->buf[CU_XIN] + (size_t)i * e->in_bytes;
-            e->dma_src[n] = b->in_ptr[i];
-            e->dma_size[n] = e->in_bytes;
-        } else {
-            e->dma_dst[n] = b->out_ptr[i];
-            e->dma_src[n] = (const uint8_t *)s->buf[CU_YOUT] + (size_t)i * e->out_bytes;
-            e->dma_size[n] = e->out_bytes;
-        }
-        n++;
-    }
-    if (!n)
-        return cudaSuccess;
-    struct cudaMemcpyAttributes attr;
-    memset(&attr, 0, sizeof attr);
-    attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
-    attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
-    size_t idx0 = 0;
-    return cudaMemcpyBatchAsync((void *const *)e->dma_dst, (const void *const *)e->dma_src,
-                                e->dma_size, n, &attr, &idx0, 1, s->st);
-}
-
 /* Enqueues batch b on slot s. Returns 0 or a negative errno (logged). */
 static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
 {
@@ -1184,34 +1057,12 @@ static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
     }
     if (s->t0)
         CU_TRY(e, cudaEventRecord(s->t0, s->st), "event record");
-    if (b->n && b->in_ptr && e->dma_rows) {
-        CU_TRY(e, dma_rows(e, s, b, 1), "row copies in");
-        if (fault == OAG_CUDA_FAULT_LAUNCH)
-            CU_TRY(e, cu_launch_fault_badconfig(s->st), "injected launch");
-        CU_TRY(e, cudaGraphLaunch(s->graph[bucket_of(e, b->n)], s->st), "graph launch");
-        if (fault == OAG_CUDA_FAULT_TRAP)
-            CU_TRY(e, cu_launch_fault_trap(s->st), "injected trap");
-        CU_TRY(e, dma_rows(e, s, b, 0), "row copies out");
-    } else if (b->n && b->in_ptr) {
-        for (uint32_t k = 0; k < s->nrun_in; k++) {
-            const struct cu_run *r = &s->run_in[k];
-            CU_TRY(e, cudaMemcpy2DAsync((uint8_t *)s->buf[CU_XIN] + (size_t)r->row * e->in_bytes,
-                                        e->in_bytes, r->host, r->pitch, e->in_bytes, r->n,
-                                        cudaMemcpyHostToDevice, s->st), "row run in");
-        }
+    if (b->n && b->in_ptr) {
         if (fault == OAG_CUDA_FAULT_LAUNCH)
             CU_TRY(e, cu_launch_fault_badconfig(s->st), "injected launch");
         CU_TRY(e, cudaGraphLaunch(s->graph_ptr[bucket_of(e, b->n)], s->st), "graph launch");
         if (fault == OAG_CUDA_FAULT_TRAP)
             CU_TRY(e, cu_launch_fault_trap(s->st), "injected trap");
-        for (uint32_t k = 0; k < s->nrun_out; k++) {
-            const struct cu_run *r = &s->run_out[k];
-            CU_TRY(e, cudaMemcpy2DAsync((void *)r->host, r->pitch,
-                                        (const uint8_t *)s->buf[CU_YOUT] +
-                                            (size_t)r->row * e->out_bytes,
-                                        e->out_bytes, e->out_bytes, r->n,
-                                        cudaMemcpyDeviceToHost, s->st), "row run out");
-        }
     } else if (b->n) {
         if (b->in_stride == e->in_bytes)
             CU_TRY(e, cudaMemcpyAsync(s->buf[CU_XIN], b->in, (size_t)b->n * e->in_bytes,
@@ -1300,8 +1151,6 @@ static int cuda_submit(struct oag_engine *e, struct oag_batch *b)
             tout[i] = ok ? b->out_ptr[i] : NULL;
         }
         s->tab->n = b->n;
-        s->nrun_in = find_runs(tin, b->n, e->in_bytes, e->run_bytes, s->run_in);
-        s->nrun_out = find_runs(tout, b->n, e->out_bytes, e->run_bytes, s->run_out);
     }
     b->whole_rc = 0;
     s->b = b;

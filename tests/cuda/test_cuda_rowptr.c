@@ -12,9 +12,8 @@
  *   - a row of the wrong size fails alone with -EINVAL and its output slot is left untouched;
  *   - memory beyond each row's output is never written (guard bytes around every slot);
  *   - by-pointer and plain batches in flight together (3) each come back right, in order.
- * Every way of moving rows by pointer: gather/scatter kernels (the default), with runs of rows
- * in consecutive slots moved by the copy engines (OAG_CUDA_RUN_BYTES: from any size, never),
- * and batched copies for every row (OAG_CUDA_ROWS=dma).
+ * Both launch shapes of the gather/scatter kernels: one block per row (the default) and a few
+ * blocks walking the rows (OAG_CUDA_ROW_BLOCKS=4).
  * Exits 77 without a GPU, or when the device cannot use registered host memory by pointer.
  */
 #include <sys/mman.h>
@@ -139,8 +138,8 @@ static void run_model(const struct oag_model *m)
     const uint32_t ns[] = { 64, 1, 7 };
     for (int k = 0; k < 3; k++) {
         char what[96];
-        snprintf(what, sizeof what, "%s by pointer (%s, runs %s)", oag_dtype_name(m->dtype),
-                 getenv("OAG_CUDA_ROWS"), getenv("OAG_CUDA_RUN_BYTES"));
+        snprintf(what, sizeof what, "%s by pointer (blocks %s)", oag_dtype_name(m->dtype),
+                 getenv("OAG_CUDA_ROW_BLOCKS"));
         float *x = t_input(ns[k], m->input_dim, -2, 2);
         memset(l.map, GUARD, l.len);
         memset(tb[0].b.out, GUARD, (size_t)mb * tb[0].b.out_stride);
@@ -210,13 +209,10 @@ int main(void)
         { .kind = OAG_L_LINEAR, .out_dim = 72, .bias = 1 },
     };
     static const enum oag_dtype dts[] = { OAG_DT_F16, OAG_DT_F32 };
-    /* read by create(): rows by batched copies; by kernels only; by kernels with runs of
-     * consecutive slots (any size) by cudaMemcpy2DAsync */
-    static const char *const modes[] = { "dma", "kernel", "kernel" };
-    static const char *const run_bytes[] = { "65536", "1000000000", "1" };
-    for (int k = 0; k < 3; k++) {
-        setenv("OAG_CUDA_ROWS", modes[k], 1);
-        setenv("OAG_CUDA_RUN_BYTES", run_bytes[k], 1);
+    /* read by create(): one block per row (the default), and 4 blocks walking the rows */
+    static const char *const blocks[] = { "0", "4" };
+    for (int k = 0; k < 2; k++) {
+        setenv("OAG_CUDA_ROW_BLOCKS", blocks[k], 1);
         for (int d = 0; d < 2; d++) {
             struct t_model tm;
             t_model_make(&tm, "rowptr", dts[d], 128, 3, L, 7 + d, 0);
