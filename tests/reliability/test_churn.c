@@ -14,13 +14,14 @@
 
 #define AGENT_ID "5"
 
-/* The supervisor's fd count, settled: the least of a few samples (an oag-ctl connection of our
- * own may still be closing when we look). */
+/* The supervisor's fd count, settled: the least of samples over half a second (an oag-ctl
+ * connection of our own may still be closing when we look, and a loaded 2-core machine can
+ * keep the supervisor's loop from closing it for tens of milliseconds). */
 static int settled_fds(int pid)
 {
     int best = h_count_fds(pid);
-    for (int i = 0; i < 5; i++) {
-        h_sleep_ms(10);
+    for (int i = 0; i < 20; i++) {
+        h_sleep_ms(25);
         int n = h_count_fds(pid);
         if (n < best)
             best = n;
