@@ -165,11 +165,13 @@ static void lane_mem_register(struct sup *s, struct lane_mem *m)
         if (in->retired || in->failed)
             continue;
         int rc = ops->host_register(in->e, m->map, m->size);
-        if (rc == 0)
+        if (rc == 0) {
             m->registered = 1;
-        else if (rc != -ENOTSUP)
-            log_warn("lane memory not registered with the engine (rows will be copied): %s",
-                     strerror(-rc));
+        } else if (rc != -ENOTSUP && !s->lane_reg_warned) {
+            s->lane_reg_warned = 1; /* once: with a big fleet it would repeat per agent */
+            log_warn("lane memory not registered with the engine (this and later lanes' rows "
+                     "are copied): %s", strerror(-rc));
+        }
         return;
     }
 }

@@ -272,6 +272,7 @@ struct sup {
     struct sup_notify notify;
     struct metrics *metrics;   /* --metrics: histograms, snapshot, HTTP thread; NULL when off */
     struct waker waker;        /* writes agents' wake-ups for big bursts */
+    int lane_reg_warned;       /* a lane's host_register failed (warned once) */
     struct {                   /* where the loop thread's time goes (OAG_PROFILE_FILE) */
         uint64_t cqe_ns, collect_ns, dispatch_ns, sleep_ns, iters, start_ns;
     } prof;
