@@ -169,8 +169,8 @@ static void lane_mem_register(struct sup *s, struct lane_mem *m)
             m->registered = 1;
         } else if (rc != -ENOTSUP && !s->lane_reg_warned) {
             s->lane_reg_warned = 1; /* once: with a big fleet it would repeat per agent */
-            log_warn("lane memory not registered with the engine (this and later lanes' rows "
-                     "are copied): %s", strerror(-rc));
+            log_warn("lane memory not registered with the engine: %s (that lane's rows are "
+                     "copied; said once for all lanes)", strerror(-rc));
         }
         return;
     }
