@@ -192,15 +192,24 @@ int etcd_lease_grant(struct etcd *e, int ttl_s, int64_t *lease)
     return rc;
 }
 
-int etcd_lease_keepalive(struct etcd *e, int64_t lease)
+/* {"ID": "<lease>"}: the body of the lease calls. NULL when out of memory. */
+static cJSON *lease_body(int64_t lease)
 {
     char id[32];
     snprintf(id, sizeof id, "%lld", (long long)lease);
-    cJSON *b = body_new(), *r = NULL;
-    if (!b || !cJSON_AddStringToObject(b, "ID", id)) {
+    cJSON *b = body_new();
+    if (b && !cJSON_AddStringToObject(b, "ID", id)) {
         cJSON_Delete(b);
-        return -ENOMEM;
+        b = NULL;
     }
+    return b;
+}
+
+int etcd_lease_keepalive(struct etcd *e, int64_t lease)
+{
+    cJSON *b = lease_body(lease), *r = NULL;
+    if (!b)
+        return -ENOMEM;
     int rc = post(e, "/v3/lease/keepalive", b, &r);
     cJSON_Delete(b);
     if (rc)
@@ -216,13 +225,9 @@ int etcd_lease_keepalive(struct etcd *e, int64_t lease)
 
 int etcd_lease_revoke(struct etcd *e, int64_t lease)
 {
-    char id[32];
-    snprintf(id, sizeof id, "%lld", (long long)lease);
-    cJSON *b = body_new(), *r = NULL;
-    if (!b || !cJSON_AddStringToObject(b, "ID", id)) {
-        cJSON_Delete(b);
+    cJSON *b = lease_body(lease), *r = NULL;
+    if (!b)
         return -ENOMEM;
-    }
     int rc = post(e, "/v3/kv/lease/revoke", b, &r);
     if (rc == -EPROTO || rc == -ENOENT)
         rc = post(e, "/v3/lease/revoke", b, &r);
