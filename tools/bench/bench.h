@@ -451,6 +451,8 @@ struct cJSON *trow(struct tctx *c, const char *system, const char *label);
 void jrow_mrun(struct cJSON *row, const struct mrun_res *r);
 void jnum(struct cJSON *obj, const char *key, double v);
 void tprint_head(struct tctx *c, const char *title);
+void trpc_rows(struct tctx *c, const struct mrun_cfg *co, struct mrun_res *rr, int n,
+               const char *what);
 void tprint_guide(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 double err_rate(const struct mrun_res *r);
 int t_load(struct tctx *c);

@@ -68,24 +68,7 @@ int t_ramp(struct tctx *c)
     sc.max_queue = o->ramp_queue;
     if (mrow_group(o, &c->mr, c->backend, &sc, cp, rp, n))
         c->failures++;
-    if (!o->no_rpc && !g_stop) {
-        struct rpc_srv srv;
-        if (rpc_start(o, &c->mr, c->backend, o->e2e_batch, &srv)) {
-            c->failures++;
-        } else {
-            for (int i = 0; i < n && !g_stop; i++) {
-                struct mrun_cfg cfg = co[i];
-                cfg.rpc = &srv;
-                snprintf(rr[i].name, sizeof rr[i].name, "RPC ramp, %u in flight",
-                         cfg.nagents * cfg.window);
-                rr[i].max_batch = o->e2e_batch;
-                fprintf(stderr, "oag-bench:   %s ...\n", rr[i].name);
-                if (mrun(o, NULL, &cfg, &rr[i]))
-                    c->failures++;
-            }
-            rpc_stop(&srv);
-        }
-    }
+    trpc_rows(c, co, rr, n, "ramp");
     tprint_head(c, "Load ramp in steps of tasks in flight: p50, p99, error rate, the knee");
     printf("  both servers batch what is queued (up to %u, no delay); oag --max-queue %u; error = "
            "refused (busy) or later than %u ms\n", o->e2e_batch, o->ramp_queue, o->ramp_timeout_ms);

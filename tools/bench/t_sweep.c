@@ -44,24 +44,7 @@ int t_sweep(struct tctx *c)
     struct msup_cfg sc = msup_for(o, o->e2e_batch, 0, maxa, maxw); /* as the RPC server */
     if (mrow_group(o, &c->mr, c->backend, &sc, cp, rp, n))
         c->failures++;
-    if (!o->no_rpc && !g_stop) {
-        struct rpc_srv srv;
-        if (rpc_start(o, &c->mr, c->backend, o->e2e_batch, &srv)) {
-            c->failures++;
-        } else {
-            for (int i = 0; i < n && !g_stop; i++) {
-                struct mrun_cfg cfg = co[i];
-                cfg.rpc = &srv;
-                snprintf(rr[i].name, sizeof rr[i].name, "RPC sweep, %u in flight",
-                         cfg.nagents * cfg.window);
-                rr[i].max_batch = o->e2e_batch;
-                fprintf(stderr, "oag-bench:   %s ...\n", rr[i].name);
-                if (mrun(o, NULL, &cfg, &rr[i]))
-                    c->failures++;
-            }
-            rpc_stop(&srv);
-        }
-    }
+    trpc_rows(c, co, rr, n, "sweep");
     tprint_head(c, "Concurrency sweep over shared memory (perf_analyzer-like), stable windows");
     printf("  both servers batch what is queued (up to %u, no delay); windows of %.2f s until "
            "three agree within 10%% (at most %u)\n", o->e2e_batch, o->sweep_win_s, o->sweep_max_win);

@@ -229,3 +229,30 @@ int tables_main(struct opts *o)
              c.failures == 1 ? "" : "s");
     return g_stop ? 130 : c.failures ? 1 : 0;
 }
+
+/* The same rows (agents x window each) against the RPC server of the same engine, unless
+ * --no-rpc; results into rr[i], named "RPC <what>, N in flight". A failed row counts in
+ * c->failures. */
+void trpc_rows(struct tctx *c, const struct mrun_cfg *co, struct mrun_res *rr, int n,
+               const char *what)
+{
+    const struct opts *o = c->o;
+    if (o->no_rpc || g_stop)
+        return;
+    struct rpc_srv srv;
+    if (rpc_start(o, &c->mr, c->backend, o->e2e_batch, &srv)) {
+        c->failures++;
+        return;
+    }
+    for (int i = 0; i < n && !g_stop; i++) {
+        struct mrun_cfg cfg = co[i];
+        cfg.rpc = &srv;
+        snprintf(rr[i].name, sizeof rr[i].name, "RPC %s, %u in flight", what,
+                 cfg.nagents * cfg.window);
+        rr[i].max_batch = o->e2e_batch;
+        fprintf(stderr, "oag-bench:   %s ...\n", rr[i].name);
+        if (mrun(o, NULL, &cfg, &rr[i]))
+            c->failures++;
+    }
+    rpc_stop(&srv);
+}
