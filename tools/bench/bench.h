@@ -403,6 +403,27 @@ int out_matches(const float *got, const float *want, uint32_t n);
 void samp_add(uint32_t *s, struct mrun_agent *r, uint32_t cap, uint64_t *rng, uint64_t ns);
 void win_add(const struct mrun_cfg *cfg, struct mrun_agent *r, uint32_t *samp, uint64_t *rng,
              uint64_t t_start, uint64_t t1, uint64_t ns);
+/* The end of an agent's measured run, checked each turn of its loop: *draining = t is past
+ * t_end (submit nothing more). Returns 1 when the agent may stop (past the end, nothing
+ * outstanding), -ETIMEDOUT with a message in msg when `what` are still missing 30 s after the
+ * end (*deadline keeps that time), 0 to go on. */
+static inline int run_end(uint64_t t, uint64_t t_end, unsigned outstanding, uint64_t *deadline,
+                          int *draining, char *msg, size_t cap, const char *what)
+{
+    *draining = t >= t_end;
+    if (!*draining)
+        return 0;
+    if (!*deadline)
+        *deadline = t + 30000000000ull;
+    if (outstanding == 0)
+        return 1;
+    if (t > *deadline) {
+        snprintf(msg, cap, "%u %s missing 30 s after the end", outstanding, what);
+        return -ETIMEDOUT;
+    }
+    return 0;
+}
+
 int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
                 struct mrun_res *res);
 int msup_start(const struct opts *o, const struct model_res *mr, const char *backend,

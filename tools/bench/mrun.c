@@ -173,18 +173,11 @@ static void magent_main(const struct mrun_cfg *cfg, struct mrun_shared *sh, uint
             uint64_t t = now_ns();
             if (win_mode)
                 t_end = oag_load_relaxed_u64(&sh->t_end);
-            int draining = t >= t_end;
-            if (draining) {
-                if (!drain_deadline)
-                    drain_deadline = t + 30000000000ull;
-                if (outstanding == 0)
-                    break;
-                if (t > drain_deadline) {
-                    snprintf(r->msg, sizeof r->msg, "%u results missing 30 s after the end",
-                             outstanding);
-                    rc = -ETIMEDOUT;
-                    break;
-                }
+            int draining, end = run_end(t, t_end, outstanding, &drain_deadline, &draining,
+                                        r->msg, sizeof r->msg, "results");
+            if (end) {
+                rc = end < 0 ? end : rc;
+                break;
             }
             int busy = 0;
             while (!draining && outstanding < cfg->window) {
