@@ -66,7 +66,9 @@
 #include "model/model.h"
 #include "plan.h"
 
-#define CU_SLOTS 3u
+#ifndef CU_SLOTS
+#define CU_SLOTS 3u /* batches in flight per engine (a build may set another count) */
+#endif
 #define CU_MAX_BUCKETS 32u
 #define CU_MAX_DEV 64
 #define CU_STAGE_BYTES ((size_t)8 << 20)
