@@ -195,7 +195,10 @@ static int run_async(oag_client *c, const struct opts *o, uint32_t window)
             uint64_t ticket = 0;
             fill(in, len, next_seq);
             rc = oag_submit(c, in, len, &ticket);
-            if (rc == -EAGAIN)
+            /* lane full, or the supervisor's queue full (or, remote, every connection at its
+             * high-water mark or reconnecting): an explicit refusal, not a lost task; retry
+             * after taking results (or after a moment when none are in flight) */
+            if (rc == -EAGAIN || rc == -EBUSY)
                 break;
             if (rc != 0) {
                 if (!(o->forever && gone(rc))) {
@@ -220,6 +223,8 @@ static int run_async(oag_client *c, const struct opts *o, uint32_t window)
             nfl++;
             next_seq++;
         }
+        if (!ended && nfl == 0 && rc == -EBUSY)
+            usleep(1000);
         if (ended || nfl == 0)
             continue;
         int n = oag_poll(c, cmp, (int)window, 1000);
