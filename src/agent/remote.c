@@ -393,6 +393,11 @@ static uint64_t flush_due(struct oag_remote *r)
         struct rsup *s = &r->sups[i];
         if (!usable(s))
             continue;
+        /* Nothing left to send there (its queue went elsewhere, or results drained it): the
+         * high-water mark is found again by the next send, not remembered forever, or submits
+         * would say -EBUSY for good with nothing in flight. */
+        if (s->blocked && s->qn == 0)
+            s->blocked = 0;
         while (s->qn > 0) {
             if (!all && s->qn < r->batch_max && now < s->q_first_ns + r->delay_ns) {
                 if (s->q_first_ns + r->delay_ns < next)
