@@ -225,6 +225,18 @@ static int run_async(oag_client *c, const struct opts *o, uint32_t window)
         }
         if (!ended && nfl == 0 && rc == -EBUSY)
             usleep(1000);
+        if (!ended && nfl == 0 && rc == -EAGAIN) {
+            /* Nothing in flight and still "full": the completions already polled must not
+             * count against the window (the library's contract), a moment's lag at most. */
+            if (now_ms() - last_done_ms > STALL_MS) {
+                fprintf(stderr, "agent_worker[%d]: oag_submit says full (-EAGAIN) with no task "
+                                "in flight for %d ms (oag_outstanding %u)\n", (int)agent_id,
+                        STALL_MS, oag_outstanding(c));
+                errors++;
+                break;
+            }
+            usleep(100);
+        }
         if (ended || nfl == 0)
             continue;
         int n = oag_poll(c, cmp, (int)window, 1000);

@@ -12,8 +12,11 @@
  * blocked in poll/infer) and, in event-fd mode, user_efd, which is readable exactly while
  * finished tasks wait to be polled (written and reset only under mu).
  *
- * Slots: window slots of max_payload bytes; a task's slot holds its input until the result
- * arrives, then the result, until the caller has polled it and calls again. Ticket = task id =
+ * Slots: 2 x window slots of max_payload bytes; a task's slot holds its input until the result
+ * arrives, then the result, until the caller has polled it and calls again. At most window
+ * tasks are live (out, or done and not yet polled); the slots a poll handed out do not count,
+ * as on a shared-memory lane: a caller that polled a whole window can submit again at once,
+ * while the data it polled stays valid until its next poll. Ticket = task id =
  * (counter << 20) | slot, so a result finds its slot without a table and a stale or forged id
  * (wrong counter) is ignored.
  */
@@ -71,7 +74,7 @@ struct rsup {
     int up;                   /* connected and welcomed */
     int shook;                /* a handshake on this socket has succeeded at least once */
     int blocked;              /* last send hit the high-water mark */
-    struct qent *q;           /* send queue: ring of window entries */
+    struct qent *q;           /* send queue: ring of nslots entries */
     uint32_t qh, qn;
     uint64_t q_first_ns;
     uint64_t seq_out, seq_in, acked, ack_first_ns;
@@ -90,10 +93,12 @@ struct oag_remote {
     int wake_efd, user_efd, tfd, disc_efd;
     int evmode;
     uint32_t window, max_payload;
+    uint32_t nslots;          /* 2 x window: live tasks plus those a poll handed out */
+    uint32_t nlive;           /* out, or done and not polled: at most window */
     struct rslot *slots;
     uint8_t *buf;
     uint32_t *freel, nfree;
-    struct qent *cq;          /* finished, not yet polled: ring of window entries */
+    struct qent *cq;          /* finished, not yet polled: ring of nslots entries */
     uint32_t cqh, cqn;
     uint32_t *held, nheld;
     uint64_t counter, client_id, done_total;
@@ -219,7 +224,7 @@ fail:
  * serve): they are assigned again by assign_pass. */
 static void sup_orphan_tasks(struct oag_remote *r, int i)
 {
-    for (uint32_t k = 0; k < r->window; k++) {
+    for (uint32_t k = 0; k < r->nslots; k++) {
         struct rslot *t = &r->slots[k];
         if (t->state == S_OUT && t->sup == i) {
             t->sup = -1;
@@ -271,11 +276,28 @@ static int choose(struct oag_remote *r)
     return best;
 }
 
+static int queued_here(const struct oag_remote *r, int i, const struct qent *q)
+{
+    const struct rslot *t = &r->slots[q->slot];
+    return t->state == S_OUT && t->id == q->id && t->sup == i && t->queued;
+}
+
 static void enqueue(struct oag_remote *r, int i, uint32_t slot)
 {
     struct rsup *s = &r->sups[i];
     struct rslot *t = &r->slots[slot];
-    s->q[(s->qh + s->qn) % r->window] = (struct qent){ slot, t->id };
+    if (s->qn == r->nslots) {
+        /* Full of entries gone stale (tasks that expired while queued): keep the live ones,
+         * at most window, in order. */
+        uint32_t n = 0;
+        for (uint32_t k = 0; k < s->qn; k++) {
+            struct qent q = s->q[(s->qh + k) % r->nslots];
+            if (queued_here(r, i, &q))
+                s->q[(s->qh + n++) % r->nslots] = q;
+        }
+        s->qn = n;
+    }
+    s->q[(s->qh + s->qn) % r->nslots] = (struct qent){ slot, t->id };
     if (s->qn++ == 0)
         s->q_first_ns = now_ns();
     t->sup = (int16_t)i;
@@ -287,7 +309,7 @@ static void enqueue(struct oag_remote *r, int i, uint32_t slot)
 static void assign_pass(struct oag_remote *r)
 {
     r->need_assign = 0;
-    for (uint32_t k = 0; k < r->window; k++) {
+    for (uint32_t k = 0; k < r->nslots; k++) {
         struct rslot *t = &r->slots[k];
         if (t->state != S_OUT || t->sup >= 0)
             continue;
@@ -323,9 +345,9 @@ static int flush_one(struct oag_remote *r, int i)
     size_t fmax = s->w.frame_max && s->w.frame_max < r->frame_max ? s->w.frame_max : r->frame_max;
     uint32_t take = 0, count = 0;
     while (take < s->qn && count < r->batch_max) {
-        struct qent *q = &s->q[(s->qh + take) % r->window];
+        struct qent *q = &s->q[(s->qh + take) % r->nslots];
         struct rslot *t = &r->slots[q->slot];
-        if (t->state == S_OUT && t->id == q->id && t->sup == i && t->queued) {
+        if (queued_here(r, i, q)) {
             if (count > 0 && size + NET_TASK_REC + t->len > fmax)
                 break;
             size += NET_TASK_REC + t->len;
@@ -334,7 +356,7 @@ static int flush_one(struct oag_remote *r, int i)
         take++;
     }
     if (count == 0) {
-        s->qh = (s->qh + take) % r->window;
+        s->qh = (s->qh + take) % r->nslots;
         s->qn -= take;
         return 0;
     }
@@ -348,9 +370,9 @@ static int flush_one(struct oag_remote *r, int i)
     size_t off = NET_HDR;
     uint64_t now = now_ns();
     for (uint32_t k = 0; k < take; k++) {
-        struct qent *q = &s->q[(s->qh + k) % r->window];
+        struct qent *q = &s->q[(s->qh + k) % r->nslots];
         struct rslot *t = &r->slots[q->slot];
-        if (t->state == S_OUT && t->id == q->id && t->sup == i && t->queued)
+        if (queued_here(r, i, q))
             net_put_task(p, &off, t->id, t->timeout_us, t->priority, t->data, t->len);
     }
     net_finish(p, size, count);
@@ -368,15 +390,15 @@ static int flush_one(struct oag_remote *r, int i)
     s->acked = s->seq_in;
     s->ack_first_ns = 0;
     for (uint32_t k = 0; k < take; k++) {
-        struct qent *q = &s->q[(s->qh + k) % r->window];
+        struct qent *q = &s->q[(s->qh + k) % r->nslots];
         struct rslot *t = &r->slots[q->slot];
-        if (t->state == S_OUT && t->id == q->id && t->sup == i && t->queued) {
+        if (queued_here(r, i, q)) {
             t->queued = 0;
             t->sent_ns = now;
             t->frame_seq = s->seq_out;
         }
     }
-    s->qh = (s->qh + take) % r->window;
+    s->qh = (s->qh + take) % r->nslots;
     s->qn -= take;
     s->q_first_ns = now;
     return 1;
@@ -440,7 +462,7 @@ static void on_results(struct oag_remote *r, int i, const uint8_t *p, size_t len
     int added = 0;
     while (net_rec_next(p, len, h, &off, &rec)) {
         uint32_t k = (uint32_t)(rec.task & SLOT_MASK);
-        if (k >= r->window)
+        if (k >= r->nslots)
             continue;
         struct rslot *t = &r->slots[k];
         if (t->id != rec.task || t->state != S_OUT)
@@ -461,7 +483,7 @@ static void on_results(struct oag_remote *r, int i, const uint8_t *p, size_t len
             double us = (double)(now - t->sent_ns) / 1000.0;
             s->lat_us = s->lat_us > 0 ? s->lat_us * 0.9 + us * 0.1 : us;
         }
-        r->cq[(r->cqh + r->cqn) % r->window] = (struct qent){ k, t->id };
+        r->cq[(r->cqh + r->cqn) % r->nslots] = (struct qent){ k, t->id };
         r->cqn++;
         r->done_total++;
         added++;
@@ -491,7 +513,7 @@ static void on_welcome(struct oag_remote *r, int i, const uint8_t *p)
     }
     /* After a reconnect: every task of ours it had not answered goes again (it drops those it
      * still holds; results it kept for us come back by themselves after our HELLO). */
-    for (uint32_t k = 0; k < r->window; k++) {
+    for (uint32_t k = 0; k < r->nslots; k++) {
         struct rslot *t = &r->slots[k];
         if (t->state == S_OUT && t->sup == i && !t->queued) {
             s->outstanding--;
@@ -507,7 +529,7 @@ static void on_welcome(struct oag_remote *r, int i, const uint8_t *p)
 static void fail_frame(struct oag_remote *r, int i, uint64_t seq, int32_t code)
 {
     int added = 0;
-    for (uint32_t k = 0; k < r->window; k++) {
+    for (uint32_t k = 0; k < r->nslots; k++) {
         struct rslot *t = &r->slots[k];
         if (t->state != S_OUT || t->sup != i || t->queued || t->frame_seq != seq)
             continue;
@@ -520,7 +542,7 @@ static void fail_frame(struct oag_remote *r, int i, uint64_t seq, int32_t code)
         }
         if (r->sups[i].outstanding > 0)
             r->sups[i].outstanding--;
-        r->cq[(r->cqh + r->cqn) % r->window] = (struct qent){ k, t->id };
+        r->cq[(r->cqh + r->cqn) % r->nslots] = (struct qent){ k, t->id };
         r->cqn++;
         added++;
     }
@@ -653,7 +675,7 @@ static uint64_t expire(struct oag_remote *r)
 {
     uint64_t now = now_ns(), next = UINT64_MAX;
     int added = 0;
-    for (uint32_t k = 0; k < r->window && r->ntimed; k++) {
+    for (uint32_t k = 0; k < r->nslots && r->ntimed; k++) {
         struct rslot *t = &r->slots[k];
         if (t->state != S_OUT || !t->deadline_ns)
             continue;
@@ -670,7 +692,7 @@ static uint64_t expire(struct oag_remote *r)
         t->queued = 0;
         if (t->sup >= 0 && r->sups[t->sup].outstanding > 0)
             r->sups[t->sup].outstanding--;
-        r->cq[(r->cqh + r->cqn) % r->window] = (struct qent){ k, t->id };
+        r->cq[(r->cqh + r->cqn) % r->nslots] = (struct qent){ k, t->id };
         r->cqn++;
         added++;
     }
@@ -963,7 +985,8 @@ int remote_connect(struct oag_remote **out, const char *endpoint, unsigned wait_
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&r->cv, &ca);
     pthread_condattr_destroy(&ca);
-    r->window = env_u("OAG_NET_WINDOW", 1024, 1, 1u << SLOT_BITS);
+    r->window = env_u("OAG_NET_WINDOW", 1024, 1, 1u << (SLOT_BITS - 1));
+    r->nslots = 2 * r->window;
     r->batch_max = env_u("OAG_NET_BATCH_MAX", 256, 1, 1u << 16);
     r->delay_ns = (uint64_t)env_u("OAG_NET_BATCH_DELAY_US", 100, 0, 10000000) * 1000ull;
     r->frame_max = env_u("OAG_NET_FRAME_MAX", 1u << 20, 4096, 1u << 28);
@@ -973,20 +996,20 @@ int remote_connect(struct oag_remote **out, const char *endpoint, unsigned wait_
     r->policy = pol && !strcmp(pol, "least") ? POL_LEAST
               : pol && !strcmp(pol, "latency") ? POL_LATENCY : POL_RR;
     r->pend = calloc(MAX_SUPS, 256);
-    r->slots = calloc(r->window, sizeof *r->slots);
-    r->freel = malloc(r->window * sizeof *r->freel);
-    r->cq = malloc(r->window * sizeof *r->cq);
-    r->held = malloc(r->window * sizeof *r->held);
+    r->slots = calloc(r->nslots, sizeof *r->slots);
+    r->freel = malloc(r->nslots * sizeof *r->freel);
+    r->cq = malloc(r->nslots * sizeof *r->cq);
+    r->held = malloc(r->nslots * sizeof *r->held);
     if (!r->pend || !r->slots || !r->freel || !r->cq || !r->held)
         goto fail;
     for (int i = 0; i < MAX_SUPS; i++)
-        if (!(r->sups[i].q = malloc(r->window * sizeof(struct qent))))
+        if (!(r->sups[i].q = malloc(r->nslots * sizeof(struct qent))))
             goto fail;
-    for (uint32_t k = 0; k < r->window; k++) {
+    for (uint32_t k = 0; k < r->nslots; k++) {
         r->slots[k].sup = -1;
-        r->freel[k] = r->window - 1 - k;
+        r->freel[k] = r->nslots - 1 - k;
     }
-    r->nfree = r->window;
+    r->nfree = r->nslots;
     rc = parse_endpoint(r, endpoint, err, errcap);
     if (rc)
         goto fail;
@@ -1059,12 +1082,12 @@ int remote_connect(struct oag_remote **out, const char *endpoint, unsigned wait_
         snprintf(err, errcap, "%s", r->err[0] ? r->err
                  : r->etcd_base[0] ? "no supervisor registered under the prefix answered"
                                    : "no supervisor answered at this endpoint");
-    } else if (!(r->buf = malloc((size_t)r->window * r->max_payload + 1)) ||
+    } else if (!(r->buf = malloc((size_t)r->nslots * r->max_payload + 1)) ||
                !(r->resv = malloc(r->max_payload + 1))) {
         ok = 0;
         rc = -ENOMEM;
     } else {
-        for (uint32_t k = 0; k < r->window; k++)
+        for (uint32_t k = 0; k < r->nslots; k++)
             r->slots[k].data = r->buf + (size_t)k * r->max_payload;
     }
     pthread_mutex_unlock(&r->mu);
@@ -1100,7 +1123,7 @@ static int submit_locked(struct oag_remote *r, const void *in, size_t len,
                                         "bytes", len, r->max_payload);
         return -EMSGSIZE;
     }
-    if (r->nfree == 0)
+    if (r->nlive >= r->window)
         return -EAGAIN;
     int i = choose(r);
     if (i < 0) {
@@ -1115,7 +1138,8 @@ static int submit_locked(struct oag_remote *r, const void *in, size_t len,
             return -EAGAIN; /* at the supervisors' windows: poll results first */
         /* None connected right now (reconnecting, or failing over): the task waits for one. */
     }
-    uint32_t k = r->freel[--r->nfree];
+    uint32_t k = r->freel[--r->nfree]; /* nlive < window: at least window slots are not held */
+    r->nlive++;
     struct rslot *t = &r->slots[k];
     t->id = (++r->counter << SLOT_BITS) | k;
     t->len = (uint32_t)len;
@@ -1207,12 +1231,13 @@ int remote_poll(struct oag_remote *r, oag_completion *done, int max, int timeout
     for (;;) {
         while (n < max && r->cqn > 0) {
             struct qent q = r->cq[r->cqh];
-            r->cqh = (r->cqh + 1) % r->window;
+            r->cqh = (r->cqh + 1) % r->nslots;
             r->cqn--;
             struct rslot *t = &r->slots[q.slot];
             if (t->state != S_DONE || t->id != q.id)
-                continue; /* taken by oag_infer */
+                continue; /* not expected: oag_infer removes the entry of the task it takes */
             t->state = S_HELD;
+            r->nlive--;
             r->held[r->nheld++] = q.slot;
             done[n++] = (oag_completion){ .ticket = t->id, .status = t->status, .len = t->len,
                                           .data = t->data };
@@ -1262,19 +1287,22 @@ int remote_infer(struct oag_remote *r, const void *in, size_t in_len, void *out,
         rc = -ENOBUFS;
     else if (rc == 0 && t->len)
         memcpy(out, t->data, t->len);
-    t->state = S_FREE; /* its completion-queue entry is now stale and skipped */
-    t->id = 0;
-    r->freel[r->nfree++] = (uint32_t)(ticket & SLOT_MASK);
-    if (r->evmode) {
-        /* The fd must not stay readable for a result oag_poll will never see. */
-        int live = 0;
-        for (uint32_t k = 0; k < r->cqn && !live; k++) {
-            struct qent q = r->cq[(r->cqh + k) % r->window];
-            live = r->slots[q.slot].state == S_DONE && r->slots[q.slot].id == q.id;
+    /* Its completion-queue entry goes (poll returns in any order: the last one takes its
+     * place), so a caller using only oag_infer never fills the queue with dead entries. */
+    for (uint32_t k = 0; k < r->cqn; k++) {
+        struct qent *q = &r->cq[(r->cqh + k) % r->nslots];
+        if (q->id == ticket) {
+            *q = r->cq[(r->cqh + r->cqn - 1) % r->nslots];
+            r->cqn--;
+            break;
         }
-        if (!live)
-            efd_drain(r->user_efd);
     }
+    t->state = S_FREE;
+    t->id = 0;
+    r->nlive--;
+    r->freel[r->nfree++] = (uint32_t)(ticket & SLOT_MASK);
+    if (r->evmode && r->cqn == 0)
+        efd_drain(r->user_efd); /* not readable for a result oag_poll will never see */
     pthread_mutex_unlock(&r->mu);
     return rc;
 }
@@ -1293,7 +1321,7 @@ unsigned remote_outstanding(const struct oag_remote *r)
 {
     struct oag_remote *m = (struct oag_remote *)r;
     pthread_mutex_lock(&m->mu);
-    unsigned n = m->window - m->nfree - m->nheld;
+    unsigned n = m->nlive;
     pthread_mutex_unlock(&m->mu);
     return n;
 }

@@ -9,7 +9,8 @@
  *     a frame beyond ZeroMQ's cap cuts that peer only; the supervisor keeps serving;
  *  3. kill -9 the supervisor under load and start another on the same port: the client
  *     reconnects and resubmits, every task ends exactly once with its correct result;
- *  4. --listen on a non-loopback address without CURVE keys is refused at start.
+ *  4. --listen on a non-loopback address without CURVE keys is refused at start;
+ *  5. the client's window counts live tasks: a polled window held, the next is accepted.
  */
 #include <poll.h>
 #include <zmq.h>
@@ -238,6 +239,111 @@ static void hwm_busy(struct h_sup *a, const char *ep)
     oag_close(c);
 }
 
+/* ---- the window counts live tasks, not the results a poll handed out ------------------------
+ * A caller that polled a whole window in one call submits again at once (as on a shared-memory
+ * lane), and the polled results stay intact until its next poll while new results arrive; a
+ * caller using only oag_infer leaves nothing behind for oag_poll. */
+#define WR_WIN 64
+#define WR_SIZE 256
+static void window_reuse(const char *ep)
+{
+    setenv("OAG_NET_WINDOW", "64", 1);
+    oag_client *c = NULL;
+    int rc = oag_connect(&c, ep);
+    unsetenv("OAG_NET_WINDOW");
+    CHECK(rc == 0, "connect: %d", rc);
+    if (rc)
+        return;
+    uint8_t in[WR_SIZE], want[WR_SIZE];
+    uint64_t tk[WR_WIN];
+    oag_completion d[WR_WIN];
+    int got = 0;
+    uint32_t base = 0;
+    for (int round = 0; round < 20 && got < WR_WIN; round++, base += WR_WIN) {
+        for (uint32_t k = 0; k < WR_WIN; k++) {
+            n_fill(in, WR_SIZE, base + k);
+            rc = oag_submit(c, in, WR_SIZE, &tk[k]);
+            CHECK(rc == 0, "window_reuse: submit %u of a free window: %d", k, rc);
+            if (rc)
+                goto out;
+        }
+        n_fill(in, WR_SIZE, 999999);
+        rc = oag_submit(c, in, WR_SIZE, NULL);
+        CHECK(rc == -EAGAIN, "window_reuse: submit past the window: %d, want -EAGAIN", rc);
+        h_sleep_ms(100 + 100 * (unsigned)round); /* every result in: one poll takes them all */
+        got = oag_poll(c, d, WR_WIN, 2000);
+        if (got < WR_WIN) { /* slow machine: take the rest, try again */
+            int left = WR_WIN - (got > 0 ? got : 0);
+            for (uint64_t end = h_now_ms() + 10000; left > 0 && h_now_ms() < end;) {
+                int n = oag_poll(c, d, WR_WIN, 1000);
+                left -= n > 0 ? n : 0;
+            }
+            CHECK(left == 0, "window_reuse: %d results missing", left);
+            if (left)
+                goto out;
+            got = 0;
+        }
+    }
+    CHECK(got == WR_WIN, "window_reuse: never one poll with the whole window");
+    if (got != WR_WIN)
+        goto out;
+    base -= WR_WIN;
+    /* The whole window is held by the caller: a new window is accepted at once. */
+    uint32_t nbase = base + 10000;
+    for (uint32_t k = 0; k < WR_WIN; k++) {
+        n_fill(in, WR_SIZE, nbase + k);
+        rc = oag_submit(c, in, WR_SIZE, NULL);
+        CHECK(rc == 0, "window_reuse: submit %u with a polled window held: %d (%s)", k, rc,
+              oag_last_error());
+        if (rc)
+            goto out;
+    }
+    CHECK(oag_outstanding(c) == WR_WIN, "window_reuse: oag_outstanding %u, want %u",
+          oag_outstanding(c), WR_WIN);
+    h_sleep_ms(300); /* the new results land meanwhile, in other slots */
+    int intact = 0;
+    for (int i = 0; i < got; i++) {
+        uint32_t k;
+        for (k = 0; k < WR_WIN && tk[k] != d[i].ticket; k++)
+            ;
+        n_fill(want, WR_SIZE, base + k);
+        intact += k < WR_WIN && d[i].status == 0 && d[i].len == WR_SIZE &&
+                  !memcmp(d[i].data, want, WR_SIZE);
+    }
+    CHECK(intact == WR_WIN, "window_reuse: %d of %d polled results intact after new results",
+          intact, WR_WIN);
+    int left = WR_WIN, bad = 0;
+    for (uint64_t end = h_now_ms() + 10000; left > 0 && h_now_ms() < end;) {
+        int n = oag_poll(c, d, WR_WIN, 1000);
+        for (int i = 0; i < n; i++) {
+            uint32_t seq;
+            memcpy(&seq, d[i].data, 4);
+            n_fill(want, WR_SIZE, seq);
+            bad += d[i].status || seq < nbase || seq >= nbase + WR_WIN ||
+                   memcmp(d[i].data, want, WR_SIZE);
+        }
+        left -= n > 0 ? n : 0;
+    }
+    CHECK(left == 0 && bad == 0, "window_reuse: second window: %d missing, %d bad", left, bad);
+    /* oag_infer only, three windows' worth: nothing is left for oag_poll. */
+    uint8_t out[WR_SIZE];
+    int ibad = 0;
+    for (uint32_t k = 0; k < 3 * WR_WIN; k++) {
+        size_t olen = 0;
+        n_fill(in, WR_SIZE, 50000 + k);
+        rc = oag_infer(c, in, WR_SIZE, out, sizeof out, &olen, 5000);
+        ibad += rc != 0 || olen != WR_SIZE || memcmp(out, in, WR_SIZE);
+    }
+    CHECK(ibad == 0, "window_reuse: %d of %d oag_infer calls wrong", ibad, 3 * WR_WIN);
+    rc = oag_poll(c, d, WR_WIN, 0);
+    CHECK(rc == 0 && oag_outstanding(c) == 0, "window_reuse: after oag_infer only, oag_poll "
+          "gave %d and oag_outstanding is %u (want 0, 0)", rc, oag_outstanding(c));
+    fprintf(stderr, "window_reuse: a polled window held, the next accepted at once; %d infers\n",
+            3 * WR_WIN);
+out:
+    oag_close(c);
+}
+
 /* ---- kill -9 and restart -------------------------------------------------------------------- */
 
 static void restart(struct h_sup *a, const char *ep, const char *const *extra)
@@ -346,6 +452,7 @@ int main(void)
     struct h_sup a;
     if (h_sup_start(&a, "net", 0700, extra, NULL) == 0) {
         workers(ep);
+        window_reuse(ep);
         bad_input(ep);
         hwm_busy(&a, ep);
         restart(&a, ep, extra);
