@@ -107,6 +107,8 @@ struct cu_slot {
     cudaStream_t st;
     cudaEvent_t done;
     cudaEvent_t t0, t1;            /* OAG_CUDA_TIMING=1: device time of each batch */
+    cudaStream_t hi;               /* rows by pointer, row_prio: gather and scatter run here */
+    cudaEvent_t fork[2], join[2];  /* ... forked from st and joined back (captured as edges) */
     cublasHandle_t blas;
     void *ws;
     void *buf[CU_NBUF];
@@ -146,6 +148,10 @@ struct oag_engine {
     int rows_by_ptr;               /* the device can use registered host pointers directly */
     int timing;                    /* OAG_CUDA_TIMING=1: time batches with events */
     unsigned row_blocks;           /* blocks of the gather/scatter kernels (0: one per row) */
+    int row_prio;                  /* OAG_CUDA_ROW_PRIO (default 1): gather and scatter at the
+                                      device's greatest stream priority, GEMMs at the least, so
+                                      rows cross the bus while other batches compute */
+    int prio_hi;                   /* that priority (device_build), 0: none to give */
     _Atomic uint64_t gpu_ns;       /* completion thread adds; stats() reads */
     int efd;
 
@@ -397,17 +403,46 @@ static int run_plan(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
 }
 
 /* Enqueues a batch of `rows` rows by pointer: gather from the row table, the plan, scatter. */
+/* With a high-priority stream: the copy kernel k (0 gather, 1 scatter) runs there, forked from
+ * and joined back to the slot's stream (in a capture these are the graph's edges, and the
+ * kernel node keeps the stream's priority). */
+static cudaStream_t row_stream(struct cu_slot *s, int k)
+{
+    if (!s->hi)
+        return s->st;
+    if (cudaEventRecord(s->fork[k], s->st) != cudaSuccess ||
+        cudaStreamWaitEvent(s->hi, s->fork[k], 0) != cudaSuccess)
+        return NULL;
+    return s->hi;
+}
+
+static cudaError_t row_join(struct cu_slot *s, int k)
+{
+    if (!s->hi)
+        return cudaSuccess;
+    cudaError_t err = cudaEventRecord(s->join[k], s->hi);
+    return err != cudaSuccess ? err : cudaStreamWaitEvent(s->st, s->join[k], 0);
+}
+
 static int run_ptr(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
 {
-    cudaError_t err = cu_launch_gather(s->st, s->buf[CU_XIN], s->tab_dev, rows, e->in_bytes,
-                                       e->row_blocks);
+    cudaStream_t st = row_stream(s, 0);
+    cudaError_t err = st ? cu_launch_gather(st, s->buf[CU_XIN], s->tab_dev, rows, e->in_bytes,
+                                            e->row_blocks)
+                         : cudaGetLastError();
+    if (err == cudaSuccess)
+        err = row_join(s, 0);
     if (err != cudaSuccess)
         return cu_fail(e, err, "gather");
     int rc = run_plan(e, s, rows);
     if (rc)
         return rc;
-    err = cu_launch_scatter(s->st, s->tab_dev, e->max_batch, s->buf[CU_YOUT], rows,
-                            e->out_bytes, e->row_blocks);
+    st = row_stream(s, 1);
+    err = st ? cu_launch_scatter(st, s->tab_dev, e->max_batch, s->buf[CU_YOUT], rows,
+                                 e->out_bytes, e->row_blocks)
+             : cudaGetLastError();
+    if (err == cudaSuccess)
+        err = row_join(s, 1);
     return err == cudaSuccess ? 0 : cu_fail(e, err, "scatter");
 }
 
@@ -421,7 +456,8 @@ static int capture_one(struct oag_engine *e, struct cu_slot *s, uint32_t rows, i
     if (!rc && err != cudaSuccess)
         rc = cu_fail(e, err, "end capture");
     if (!rc) {
-        err = cudaGraphInstantiate(out, g, 0);
+        err = cudaGraphInstantiateWithFlags(out, g, by_ptr && s->hi ?
+                                                cudaGraphInstantiateFlagUseNodePriority : 0);
         if (err != cudaSuccess) {
             *out = NULL;
             rc = cu_fail(e, err, "graph instantiate");
@@ -466,6 +502,14 @@ static void slot_teardown(struct oag_engine *e, struct cu_slot *s, int live)
             (void)cudaEventDestroy(s->t0);
         if (s->t1)
             (void)cudaEventDestroy(s->t1);
+        for (int k = 0; k < 2; k++) {
+            if (s->fork[k])
+                (void)cudaEventDestroy(s->fork[k]);
+            if (s->join[k])
+                (void)cudaEventDestroy(s->join[k]);
+        }
+        if (s->hi)
+            (void)cudaStreamDestroy(s->hi);
         if (s->st)
             (void)cudaStreamDestroy(s->st);
         (void)cudaGetLastError();
@@ -486,7 +530,16 @@ static void slot_teardown(struct oag_engine *e, struct cu_slot *s, int live)
 
 static int slot_build(struct oag_engine *e, struct cu_slot *s, int graphs)
 {
+    /* The least priority (0) for the slot's stream: the GEMMs. */
     CU_TRY(e, cudaStreamCreateWithFlags(&s->st, cudaStreamNonBlocking), "stream");
+    if (e->rows_by_ptr && e->prio_hi) {
+        CU_TRY(e, cudaStreamCreateWithPriority(&s->hi, cudaStreamNonBlocking, e->prio_hi),
+               "row stream");
+        for (int k = 0; k < 2; k++) {
+            CU_TRY(e, cudaEventCreateWithFlags(&s->fork[k], cudaEventDisableTiming), "event");
+            CU_TRY(e, cudaEventCreateWithFlags(&s->join[k], cudaEventDisableTiming), "event");
+        }
+    }
     CU_TRY(e, cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming | cudaEventBlockingSync),
            "event");
     if (e->timing) {
@@ -607,6 +660,12 @@ static int device_build(struct oag_engine *e, int reregister)
     }
     if ((rc = weights_upload(e)))
         goto fail;
+    e->prio_hi = 0;
+    int least = 0, greatest = 0;
+    if (e->row_prio && cudaDeviceGetStreamPriorityRange(&least, &greatest) == cudaSuccess &&
+        greatest < least)
+        e->prio_hi = greatest;
+    (void)cudaGetLastError();
     for (uint32_t i = 0; i < CU_SLOTS; i++)
         if ((rc = slot_build(e, &e->slot[i], 0)))
             goto fail;
@@ -886,6 +945,8 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
     e->tf32 = v && *v == '1';
     v = getenv("OAG_CUDA_TIMING");
     e->timing = v && *v == '1';
+    v = getenv("OAG_CUDA_ROW_PRIO");
+    e->row_prio = !v || *v != '0';
     v = getenv("OAG_CUDA_ROW_BLOCKS");
     e->row_blocks = v ? (unsigned)atoi(v) : CU_ROW_BLOCKS;
     v = getenv("OAG_CUDA_SPIN_US");
