@@ -76,11 +76,12 @@
 #define CU_SLEEP_MIN_NS 200000L   /* shorter predicted batches are not slept through */
 #define CU_SPIN_LEAD_NS 100000L   /* wake this long before the predicted end */
 #define CU_SPIN_MIN_NS 20000L
-/* Blocks of the gather/scatter kernels at most (OAG_CUDA_ROW_BLOCKS; 0: one per row). Capping
- * them would leave multiprocessors to the batches computing on the other streams, but on the
- * H100 machine one block per row measured best end to end (docs/BENCHMARKS.md), so it is the
- * default. */
-#define CU_ROW_BLOCKS 0u
+/* Blocks of the gather/scatter kernels at most (OAG_CUDA_ROW_BLOCKS; 0: one per row). With the
+ * copy kernels at high priority (row_prio), 32 blocks keep the bus busy and leave the
+ * multiprocessors to the batches computing on the other streams: on the H100 machine 4096-model
+ * batches ran 7% faster end to end than with one block per row, the 768 model within the spread
+ * (docs/BENCHMARKS.md, session 3). */
+#define CU_ROW_BLOCKS 32u
 #define CU_RETRY_NS 100000000L    /* after a reset, retry bringing the device back this often */
 #define CU_LOST_NS 10000000000L   /* until this long has passed: then -ENODEV, retries each 1 s */
 #define CU_LOST_RETRY_NS 1000000000L
