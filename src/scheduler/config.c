@@ -445,7 +445,7 @@ enum {
     O_MAX_BATCH = 256, O_MAX_DELAY, O_MAX_PAYLOAD, O_RING_SLOTS, O_MAX_LANES, O_SPIN,
     O_RDELAY, O_RMAX, O_RBURST, O_RWINDOW, O_STOP, O_ALLOW_UID, O_ALLOW_GID, O_SOCK_MODE,
     O_LOG_DIR, O_LOG_MAX, O_LOG_KEEP, O_EXIT_FLEET, O_GPUS, O_THREADS, O_PREFERRED, O_MAX_QUEUE,
-    O_IN_ORDER, O_COPY_THREADS, O_METRICS, O_COPY_ROWS, O_INSTANCES,
+    O_IN_ORDER, O_COPY_THREADS, O_METRICS, O_COPY_ROWS, O_INSTANCES, O_AGENT_NICE,
     O_LISTEN, O_ADVERTISE, O_CURVE_SECRET, O_CURVE_ALLOWED, O_ETCD, O_ETCD_PREFIX, O_ETCD_TTL,
     O_FORWARD, O_NET_LANES, O_NET_BATCH_MAX, O_NET_BATCH_DELAY, O_NET_WINDOW, O_NET_FRAME_MAX, O_NET_HWM,
 };
@@ -502,6 +502,10 @@ static const struct opt opts[] = {
       "agents attached at once (default 1024)" },
     { "spin-us", O_SPIN, "N", set_u32, 0, 1000000, OFF(spin_us), 0,
       "spin on empty lanes before sleeping (default 50)" },
+    { "agent-nice", O_AGENT_NICE, "N", set_int, 0, 39, OFF(agent_nice), 0,
+      "agents run N nice levels below the supervisor (default 10;\n"
+      "0: the same): a fleet that keeps every core busy cannot\n"
+      "starve the threads that batch and return its tasks" },
     { "restart-delay-ms", O_RDELAY, "N", set_u32, 0, 3600000, OFF(restart_delay_ms), 0,
       "first restart delay after an abnormal exit (default 100)" },
     { "restart-max-ms", O_RMAX, "N", set_u32, 0, 3600000, OFF(restart_max_ms), 0,
@@ -811,6 +815,7 @@ void config_defaults(struct sup_config *c)
     c->max_lanes = 1024;
     c->spin_us = 50;
     c->restart_delay_ms = 100;
+    c->agent_nice = 10;
     c->restart_max_ms = 5000;
     c->restart_burst = 5;
     c->restart_window_s = 10;

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/pidfd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -244,6 +245,16 @@ static int spawn(struct sup *s, struct agent *a)
             dup2(devnull, STDIN_FILENO);
         putenv(idbuf);
         putenv(epbuf);
+        /* Below the supervisor (lowering one's own priority needs no privilege; the result
+         * is capped at 19 by the kernel). Under a unit with Nice=-10 and the default 10,
+         * agents run at 0 like the rest of the host. */
+        if (s->cfg.agent_nice > 0) {
+            errno = 0;
+            int cur = getpriority(PRIO_PROCESS, 0);
+            if (errno == 0 && setpriority(PRIO_PROCESS, 0, cur + s->cfg.agent_nice) != 0)
+                fprintf(stderr, "oag-supervisor: agent %d: setpriority: %s\n", a->id,
+                        strerror(errno));
+        }
         /* systemd's notification socket is the supervisor's (notify.c), not the agents'. */
         unsetenv("NOTIFY_SOCKET");
         unsetenv("WATCHDOG_USEC");

@@ -61,6 +61,7 @@ struct sup_config {
     int threads;               /* BLAS threads for cpu */
     int instances;             /* engine instances of a backend without devices (cpu, identity) */
     int copy_threads;          /* row-copy helpers for large batches (-1: by core count) */
+    int agent_nice;            /* agents run this many nice levels below the supervisor */
     const char *config_path;   /* --config FILE, or NULL */
     uint64_t log_max_bytes;    /* --log-dir: rotate agent-ID.log before it exceeds this */
     uint32_t log_keep;         /* --log-dir: rotated files kept (agent-ID.log.1 .. .K) */

@@ -329,6 +329,8 @@ void kid_forget(pid_t pid); /* drops pid from the cleanup registry (reaped elsew
 uint64_t now_ns(void);
 void sleep_ms(unsigned ms);
 pid_t spawn(void);
+extern unsigned g_agent_nice; /* --agent-nice */
+pid_t spawn_agent(void);      /* spawn() for an agent process: g_agent_nice levels below us */
 int reap(pid_t pid, int timeout_ms, int *status);
 int reap_ok(pid_t pid, int timeout_ms, const char *what);
 void kill_all_kids(void);

@@ -256,7 +256,7 @@ int bench_throughput(const struct opts *o, const struct tput_agent *proto,
         goto out;
     }
     for (; forked < nagents; forked++) {
-        pid_t pid = spawn();
+        pid_t pid = spawn_agent();
         if (pid < 0) {
             rc = -errno;
             warn("fork agent %u: %s", forked, strerror(errno));

@@ -351,7 +351,7 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
     }
     uint32_t *samp_base = (uint32_t *)((char *)sh + hdr);
     for (; forked < na; forked++) {
-        pid_t pid = spawn();
+        pid_t pid = spawn_agent();
         if (pid < 0) {
             rc = -errno;
             warn("fork agent %u: %s", forked, strerror(errno));

@@ -15,6 +15,8 @@ void usage(FILE *f)
         "  --zmq-agents N     agents of the ZeroMQ pipeline (default 8)\n"
         "  --ring-slots N     --ring-slots of the throughput supervisor (default 256)\n"
         "  --agent-spin-us N  OAG_SPIN_US of the throughput agents (default: unset)\n"
+        "  --agent-nice N     throughput agents run N nice levels below the bench and its\n"
+        "                     servers, as oag-supervisor's --agent-nice (default 10; 0: same)\n"
         "  --supervisor PATH  oag-supervisor to run (default %s)\n"
         "  --no-oag           baselines only\n"
         "  --no-latency, --no-throughput   skip a part\n"
@@ -179,6 +181,8 @@ int parse_args(struct opts *o, int argc, char **argv)
             unsigned x;
             bad = parse_uint(v, &x, 0, 10000000);
             o->tput_spin_us = v;
+        } else if (!strcmp(a, "--agent-nice") && v) {
+            bad = parse_uint(v, &g_agent_nice, 0, 39);
         } else if (!strcmp(a, "--supervisor") && v) {
             o->supervisor = v;
             o->supervisor_set = 1;

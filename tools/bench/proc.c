@@ -74,6 +74,22 @@ pid_t spawn(void)
     return pid;
 }
 
+/* spawn() for an agent process: it runs g_agent_nice nice levels below the bench (and the
+ * supervisor or RPC server it forked), as oag-supervisor's --agent-nice does for its fleet. */
+unsigned g_agent_nice = 10;
+
+pid_t spawn_agent(void)
+{
+    pid_t pid = spawn();
+    if (pid == 0 && g_agent_nice) {
+        errno = 0;
+        int cur = getpriority(PRIO_PROCESS, 0);
+        if (errno == 0)
+            (void)setpriority(PRIO_PROCESS, 0, cur + (int)g_agent_nice); /* clamped at 19 */
+    }
+    return pid;
+}
+
 /* Reaps pid, waiting up to timeout_ms (< 0: forever). Returns 0 and *status, or -ETIMEDOUT. */
 int reap(pid_t pid, int timeout_ms, int *status)
 {
