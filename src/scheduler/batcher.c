@@ -269,16 +269,14 @@ static void publish_touched(struct sup *s)
     /* A few wake-ups are written here (a hand-off would only add latency); a burst goes to the
      * waker thread, so the loop goes on batching while they are written. */
     bt->wakes += nwake;
-    if (nwake <= 2 || !s->waker.on) {
+    if (nwake <= 2 || s->wakers.n == 0) {
         for (uint32_t k = 0; k < nwake; k++) {
             uint64_t one = 1;
             if (write(bt->wake_fd[k], &one, sizeof one) < 0 && errno != EAGAIN)
                 log_debug("wake-up: %s", strerror(errno));
         }
     } else {
-        for (uint32_t k = 0; k < nwake; k++)
-            waker_wake(&s->waker, bt->wake_fd[k]);
-        waker_flush(&s->waker);
+        wakers_burst(&s->wakers, bt->wake_fd, nwake);
         bt->wakes_handed += nwake;
     }
 }

@@ -445,7 +445,7 @@ enum {
     O_MAX_BATCH = 256, O_MAX_DELAY, O_MAX_PAYLOAD, O_RING_SLOTS, O_MAX_LANES, O_SPIN,
     O_RDELAY, O_RMAX, O_RBURST, O_RWINDOW, O_STOP, O_ALLOW_UID, O_ALLOW_GID, O_SOCK_MODE,
     O_LOG_DIR, O_LOG_MAX, O_LOG_KEEP, O_EXIT_FLEET, O_GPUS, O_THREADS, O_PREFERRED, O_MAX_QUEUE,
-    O_IN_ORDER, O_COPY_THREADS, O_METRICS, O_COPY_ROWS, O_INSTANCES, O_AGENT_NICE,
+    O_IN_ORDER, O_COPY_THREADS, O_METRICS, O_COPY_ROWS, O_INSTANCES, O_AGENT_NICE, O_WAKERS,
     O_LISTEN, O_ADVERTISE, O_CURVE_SECRET, O_CURVE_ALLOWED, O_ETCD, O_ETCD_PREFIX, O_ETCD_TTL,
     O_FORWARD, O_NET_LANES, O_NET_BATCH_MAX, O_NET_BATCH_DELAY, O_NET_WINDOW, O_NET_FRAME_MAX, O_NET_HWM,
 };
@@ -494,6 +494,9 @@ static const struct opt opts[] = {
     { "copy-threads", O_COPY_THREADS, "N", set_int, 0, 64, OFF(copy_threads), 0,
       "threads that help copy rows of large batches (default: a\n"
       "quarter of the cores, at most 8, none below 8 cores)" },
+    { "waker-threads", O_WAKERS, "N", set_int, 0, WAKERS_MAX, OFF(waker_threads), 0,
+      "threads that write agents' wake-ups in bursts (default: one\n"
+      "per 4 cores, 1..4; 0: the loop writes them)" },
     { "max-payload", O_MAX_PAYLOAD, "BYTES", set_u32, 1, OAG_MAX_PAYLOAD_LIMIT, OFF(max_payload), 0,
       "largest task input/output (default 4096)" },
     { "ring-slots", O_RING_SLOTS, "N", set_ring_slots, 2, OAG_MAX_SLOTS, 0, 0,
@@ -805,6 +808,7 @@ void config_defaults(struct sup_config *c)
     c->backend = "auto";
     c->max_queue = 4096;
     c->copy_threads = -1;
+    c->waker_threads = -1;
     c->instances = 1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     c->threads = ncpu >= 8 ? (int)(ncpu / 4) : 1; /* BLAS threads for the cpu engine */

@@ -269,7 +269,7 @@ static void lane_release(struct sup *s, struct lane *l)
     s->lanes[last].active_idx = l->active_idx;
     lane_mem_put(s, l->mem); /* unmapped now, or when the engine gives its last row back */
     l->mem = NULL;
-    waker_close(&s->waker, l->cmp_efd); /* after any wake-up still queued for it */
+    wakers_close(&s->wakers, l->cmp_efd); /* after any wake-up still queued for it */
     free(l->flags);
     l->flags = NULL;
     l->map = NULL;

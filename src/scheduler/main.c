@@ -144,8 +144,13 @@ int main(int argc, char **argv)
     err = engines_start(&s);
     if (err)
         goto out_instance;
-    if ((err = waker_start(&s.waker)) != 0)
-        log_warn("no waker thread (%s): wake-ups are written by the loop", strerror(-err));
+    int nwakers = c->waker_threads;
+    if (nwakers < 0) { /* a thread per 4 cores, 1..4: one writes ~300 k wake-ups/s */
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        nwakers = cpus >= 8 ? (int)(cpus / 4 < 4 ? cpus / 4 : 4) : 1;
+    }
+    if (nwakers > 0 && wakers_start(&s.wakers, nwakers) == 0)
+        log_warn("no waker thread: wake-ups are written by the loop");
     struct gateway *gw = NULL;
     if (c->listen) {
         /* Remote agents: a thread that is an oag client of this supervisor (src/net). */
@@ -160,13 +165,13 @@ int main(int argc, char **argv)
             .gpus = strcmp(s.engine_ops->name, "cuda") ? 0 : (int)s.ninst, /* one per GPU */
         };
         if (gateway_start(&gw, &gc)) {
-            waker_stop(&s.waker);
+            wakers_stop(&s.wakers);
             goto out_instance;
         }
     }
     rc = loop_run(&s);
     gateway_stop(gw);
-    waker_stop(&s.waker); /* writes and closes whatever the loop queued last */
+    wakers_stop(&s.wakers); /* write and close whatever the loop queued last */
     notify_tick(&s, now_ns()); /* STOPPING=1, if the loop ended before its timer sent it */
     log_info("stopped: %llu tasks in %llu batches", (unsigned long long)s.tasks_done,
              (unsigned long long)s.bat.batches);

@@ -61,6 +61,7 @@ struct sup_config {
     int threads;               /* BLAS threads for cpu */
     int instances;             /* engine instances of a backend without devices (cpu, identity) */
     int copy_threads;          /* row-copy helpers for large batches (-1: by core count) */
+    int waker_threads;         /* threads writing agents' wake-ups (-1: by core count) */
     int agent_nice;            /* agents run this many nice levels below the supervisor */
     const char *config_path;   /* --config FILE, or NULL */
     uint64_t log_max_bytes;    /* --log-dir: rotate agent-ID.log before it exceeds this */
@@ -272,7 +273,7 @@ struct sup {
     uint64_t last_publish_ns;
     struct sup_notify notify;
     struct metrics *metrics;   /* --metrics: histograms, snapshot, HTTP thread; NULL when off */
-    struct waker waker;        /* writes agents' wake-ups for big bursts */
+    struct wakers wakers;      /* write agents' wake-ups for big bursts */
     int lane_reg_warned;       /* a lane's host_register failed (warned once) */
     struct {                   /* where the loop thread's time goes (OAG_PROFILE_FILE) */
         uint64_t cqe_ns, collect_ns, dispatch_ns, sleep_ns, iters, start_ns;

@@ -34,15 +34,11 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void act(int32_t v)
+static void act(int32_t fd)
 {
-    if (v >= 0) {
-        uint64_t one = 1;
-        if (write(v, &one, sizeof one) < 0 && errno != EAGAIN)
-            log_debug("wake-up write: %s", strerror(errno));
-    } else {
-        close(-v - 1);
-    }
+    uint64_t one = 1;
+    if (write(fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        log_debug("wake-up write: %s", strerror(errno));
 }
 
 static void *waker_main(void *arg)
@@ -138,20 +134,6 @@ void waker_wake(struct waker *w, int fd)
         act(fd); /* order among wake-ups does not matter */
 }
 
-void waker_close(struct waker *w, int fd)
-{
-    if (!w->on) {
-        close(fd);
-        return;
-    }
-    /* Must follow the writes already queued for this fd: wait for room rather than close now. */
-    while (push(w, -fd - 1) < 0) {
-        waker_flush(w);
-        sched_yield();
-    }
-    waker_flush(w); /* rare (an agent leaving): hand it over now, no burst may follow soon */
-}
-
 void waker_flush(struct waker *w)
 {
     if (!w->on)
@@ -166,4 +148,70 @@ void waker_flush(struct waker *w)
         if (write(w->efd, &one, sizeof one) < 0)
             log_debug("waker: ring: %s", strerror(errno));
     }
+}
+
+/* ---- a set of wakers ---------------------------------------------------------------------- */
+
+int wakers_start(struct wakers *ws, int n)
+{
+    memset(ws, 0, sizeof *ws);
+    if (n > WAKERS_MAX)
+        n = WAKERS_MAX;
+    for (int i = 0; i < n; i++) {
+        struct waker *w = malloc(sizeof *w);
+        int rc = w ? waker_start(w) : -ENOMEM;
+        if (rc) {
+            free(w);
+            log_warn("waker thread %d of %d: %s", i + 1, n, strerror(-rc));
+            break;
+        }
+        ws->w[ws->n++] = w;
+    }
+    return ws->n;
+}
+
+void wakers_stop(struct wakers *ws)
+{
+    for (int i = 0; i < ws->n; i++) {
+        waker_stop(ws->w[i]);
+        free(ws->w[i]);
+        ws->w[i] = NULL;
+    }
+    ws->n = 0;
+}
+
+void wakers_burst(struct wakers *ws, const int *fds, uint32_t n)
+{
+    if (ws->n == 0) {
+        for (uint32_t k = 0; k < n; k++)
+            act(fds[k]);
+        return;
+    }
+    uint32_t use = (n + WAKERS_CHUNK - 1) / WAKERS_CHUNK;
+    if (use > (uint32_t)ws->n)
+        use = (uint32_t)ws->n;
+    if (use == 0)
+        return;
+    /* Contiguous shares, the first ones one longer: w[rr], w[rr + 1], ... */
+    uint32_t k = 0;
+    for (uint32_t j = 0; j < use; j++) {
+        struct waker *w = ws->w[(ws->rr + j) % (unsigned)ws->n];
+        uint32_t share = n / use + (j < n % use);
+        for (uint32_t e = k + share; k < e; k++)
+            waker_wake(w, fds[k]);
+        waker_flush(w);
+    }
+    ws->rr = (ws->rr + use) % (unsigned)ws->n;
+}
+
+void wakers_close(struct wakers *ws, int fd)
+{
+    for (int i = 0; i < ws->n; i++) {
+        struct waker *w = ws->w[i];
+        waker_flush(w);
+        /* Pairs with the release in waker_main(): every write queued before is done. */
+        while (oag_load_acquire_u32(&w->tail) != w->head_local)
+            sched_yield();
+    }
+    close(fd);
 }

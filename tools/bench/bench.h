@@ -330,6 +330,9 @@ uint64_t now_ns(void);
 void sleep_ms(unsigned ms);
 pid_t spawn(void);
 extern unsigned g_agent_nice; /* --agent-nice */
+#define MAX_SUP_ARGS 16
+extern const char *g_sup_args[MAX_SUP_ARGS]; /* --sup-arg: appended to every supervisor's */
+extern int g_nsup_args;
 pid_t spawn_agent(void);      /* spawn() for an agent process: g_agent_nice levels below us */
 int reap(pid_t pid, int timeout_ms, int *status);
 int reap_ok(pid_t pid, int timeout_ms, const char *what);

@@ -18,6 +18,8 @@ void usage(FILE *f)
         "  --agent-nice N     throughput agents run N nice levels below the bench and its\n"
         "                     servers, as oag-supervisor's --agent-nice (default 10; 0: same)\n"
         "  --supervisor PATH  oag-supervisor to run (default %s)\n"
+        "  --sup-arg ARG      append ARG to every oag-supervisor's arguments (repeatable,\n"
+        "                     e.g. --sup-arg --waker-threads=1)\n"
         "  --no-oag           baselines only\n"
         "  --no-latency, --no-throughput   skip a part\n"
         "\nModel mode (instead of the sections above): a model engine offline and through the\n"
@@ -181,6 +183,10 @@ int parse_args(struct opts *o, int argc, char **argv)
             unsigned x;
             bad = parse_uint(v, &x, 0, 10000000);
             o->tput_spin_us = v;
+        } else if (!strcmp(a, "--sup-arg") && v) {
+            bad = g_nsup_args == MAX_SUP_ARGS;
+            if (!bad)
+                g_sup_args[g_nsup_args++] = v;
         } else if (!strcmp(a, "--agent-nice") && v) {
             bad = parse_uint(v, &g_agent_nice, 0, 39);
         } else if (!strcmp(a, "--supervisor") && v) {

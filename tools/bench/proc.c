@@ -77,6 +77,8 @@ pid_t spawn(void)
 /* spawn() for an agent process: it runs g_agent_nice nice levels below the bench (and the
  * supervisor or RPC server it forked), as oag-supervisor's --agent-nice does for its fleet. */
 unsigned g_agent_nice = 10;
+const char *g_sup_args[MAX_SUP_ARGS];
+int g_nsup_args;
 
 pid_t spawn_agent(void)
 {

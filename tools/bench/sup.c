@@ -73,6 +73,8 @@ int sup_start_argv(const char *exe, struct sup *s, const char *const base[],
         argv[n++] = base[i];
     for (int i = 0; extra && extra[i] && n < 63; i++)
         argv[n++] = extra[i];
+    for (int i = 0; i < g_nsup_args && n < 63; i++)
+        argv[n++] = g_sup_args[i];
     argv[n] = NULL;
 
     int logfd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
