@@ -631,6 +631,8 @@ struct h_status {
     int pid;
     long long tasks_done;
     long long dropped;         /* results dropped because their agent's lane went */
+    long long wakes, wakes_by_thread;
+    int waker_threads;
     char engine[32];
     int nagents;
     struct h_agent a[H_MAX_AGENTS];
@@ -665,6 +667,9 @@ static inline int h_status(const struct h_sup *s, struct h_status *st)
     st->pid = (int)h_json_ll(j, "pid", &ok);
     st->tasks_done = h_json_ll(j, "tasks_done", &ok);
     st->dropped = h_json_ll(j, "dropped", &ok);
+    st->wakes = h_json_ll(j, "wakes", &ok);
+    st->wakes_by_thread = h_json_ll(j, "wakes_by_thread", &ok);
+    st->waker_threads = (int)h_json_ll(j, "waker_threads", &ok);
     const cJSON *eng = cJSON_GetObjectItemCaseSensitive(j, "engine");
     if (cJSON_IsString(eng))
         snprintf(st->engine, sizeof st->engine, "%s", eng->valuestring);

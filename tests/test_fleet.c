@@ -19,7 +19,9 @@ int main(void)
 
     /* --mix: by agent id, windows of 32, 1 and the whole lane (-EAGAIN when full), and
      * synchronous oag_infer(); --vary: lengths 16..96 bytes. */
-    const char *const extra[] = { "--agents", "8", "--exit-with-fleet", NULL };
+    /* Two waker threads (bursts alternate between them), also under TSan. */
+    const char *const extra[] = { "--agents", "8", "--exit-with-fleet", "--waker-threads", "2",
+                                  NULL };
     const char *const cmd[] = { worker, "--tasks", tasks, "--window", "32", "--size", "96",
                                 "--vary", "--mix", "--quiet", NULL };
     printf("fleet: 8 agents x %s tasks, each verified by the agent\n", tasks);

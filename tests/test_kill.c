@@ -15,6 +15,11 @@
  *     to the baseline taken after start-up (within 2), so nothing leaks per agent death;
  *   - SIGTERM then stops it cleanly (exit 0) and nothing of the instance is left in /dev/shm.
  *
+ * Three waker threads write the agents' wake-ups (--waker-threads 3; each burst starts at the next
+ * one), so a killed agent's eventfd is closed while wake-ups for it may sit in any of them: the
+ * check is that none reaches a reused fd (a bystander woken wrongly or never would stall) and
+ * that the wakers did write wake-ups (status: waker_threads 3, wakes_by_thread > 0).
+ *
  * Environment: OAG_SUPERVISOR, OAG_CTL, OAG_AGENT_WORKER; OAG_KILLS overrides 200.
  * The kill_inflight variant runs the engine on a worker thread with 2 ms batches
  * (OAG_FAULT_ENGINE_THREADED, OAG_FAULT_ENGINE_DELAY_US; test builds) so that agents die while
@@ -94,7 +99,7 @@ int main(void)
 
     const char *const extra[] = { "--agents", "8", "--restart-delay-ms", "1", "--restart-max-ms",
                                   "20", "--restart-burst", "1000000", "--stop-timeout-ms", "2000",
-                                  NULL };
+                                  "--waker-threads", "3", NULL };
     const char *const cmd[] = { worker, "--forever", "--window", "16", "--size", "64", "--vary",
                                 "--quiet", NULL };
     struct h_sup s;
@@ -280,6 +285,13 @@ int main(void)
         }
     }
     CHECK_EQ(stalls, 0);
+    if (h_status(&s, &st) == 0) {
+        printf("kill: %lld wake-ups, %lld of them by %d waker threads\n", st.wakes,
+               st.wakes_by_thread, st.waker_threads);
+        CHECK(st.waker_threads == 3 && st.wakes_by_thread > 0,
+              "waker threads %d (want 3), %lld wake-ups written by them", st.waker_threads,
+              st.wakes_by_thread);
+    }
     const char *xd = getenv("OAG_KILL_EXPECT_DROPPED");
     if (xd && *xd == '1' && h_status(&s, &st) == 0) {
         printf("kill: %lld results dropped for agents killed while their rows were in a batch\n",

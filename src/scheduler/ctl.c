@@ -108,7 +108,7 @@ static void status(struct sup *s, struct out *o, int json)
                 "\"max_queue\":%u,\"queued\":%u,\"in_order\":%s,\"tasks_ok\":%llu,"
                 "\"tasks_failed\":%llu,\"engine_errors\":%llu,\"busy_events\":%llu,"
                 "\"copy_rows\":%s,\"wakes\":%llu,\"wakes_by_thread\":%llu,"
-                "\"batches_retried\":%llu,"
+                "\"batches_retried\":%llu,\"waker_threads\":%d,\"agent_nice\":%d,"
                 "\"agents\":[",
              (int)getpid(), s->cfg.name, s->engine_ops->name, up, (unsigned long long)s->tasks_done,
              (unsigned long long)s->bat.batches, (unsigned long long)s->bat.dropped,
@@ -122,7 +122,7 @@ static void status(struct sup *s, struct out *o, int json)
              (unsigned long long)s->bat.failed, (unsigned long long)s->bat.engine_errors,
              (unsigned long long)s->bat.busy_events, s->cfg.copy_rows ? "true" : "false",
              (unsigned long long)s->bat.wakes, (unsigned long long)s->bat.wakes_handed,
-             (unsigned long long)s->bat.retried);
+             (unsigned long long)s->bat.retried, s->wakers.n, s->cfg.agent_nice);
     } else {
         outf(o, "supervisor pid %d name %s engine %s up %.1fs tasks %llu batches %llu "
                 "(avg %.1f) lanes %u fleet %d\n",
@@ -135,6 +135,9 @@ static void status(struct sup *s, struct out *o, int json)
              s->model_version,
              s->ready ? (s->reloading ? "ready, reloading" : "ready") : "warming up",
              s->cfg.max_payload, s->cfg.ring_slots);
+        outf(o, "wake-ups %llu (%llu by %d waker threads); agents at nice +%d\n",
+             (unsigned long long)s->bat.wakes, (unsigned long long)s->bat.wakes_handed,
+             s->wakers.n, s->cfg.agent_nice);
         outf(o, "batcher max-batch %u max-delay-us %u max-queue %u%s; queued %u; "
                 "avg queue %.1f us, avg compute %.1f us per batch\n",
              s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_queue,
