@@ -403,18 +403,19 @@ static int run_plan(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
     return 0;
 }
 
-/* Enqueues a batch of `rows` rows by pointer: gather from the row table, the plan, scatter. */
 /* With a high-priority stream: the copy kernel k (0 gather, 1 scatter) runs there, forked from
  * and joined back to the slot's stream (in a capture these are the graph's edges, and the
- * kernel node keeps the stream's priority). */
-static cudaStream_t row_stream(struct cu_slot *s, int k)
+ * kernel node keeps the stream's priority). Sets *st to the stream to launch it on. */
+static cudaError_t row_fork(struct cu_slot *s, int k, cudaStream_t *st)
 {
+    *st = s->st;
     if (!s->hi)
-        return s->st;
-    if (cudaEventRecord(s->fork[k], s->st) != cudaSuccess ||
-        cudaStreamWaitEvent(s->hi, s->fork[k], 0) != cudaSuccess)
-        return NULL;
-    return s->hi;
+        return cudaSuccess;
+    cudaError_t err = cudaEventRecord(s->fork[k], s->st);
+    if (err == cudaSuccess)
+        err = cudaStreamWaitEvent(s->hi, s->fork[k], 0);
+    *st = s->hi;
+    return err;
 }
 
 static cudaError_t row_join(struct cu_slot *s, int k)
@@ -425,12 +426,14 @@ static cudaError_t row_join(struct cu_slot *s, int k)
     return err != cudaSuccess ? err : cudaStreamWaitEvent(s->st, s->join[k], 0);
 }
 
+/* Enqueues a batch of `rows` rows by pointer: gather from the row table, the plan, scatter. */
 static int run_ptr(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
 {
-    cudaStream_t st = row_stream(s, 0);
-    cudaError_t err = st ? cu_launch_gather(st, s->buf[CU_XIN], s->tab_dev, rows, e->in_bytes,
-                                            e->row_blocks)
-                         : cudaGetLastError();
+    cudaStream_t st;
+    cudaError_t err = row_fork(s, 0, &st);
+    if (err == cudaSuccess)
+        err = cu_launch_gather(st, s->buf[CU_XIN], s->tab_dev, rows, e->in_bytes,
+                               e->row_blocks);
     if (err == cudaSuccess)
         err = row_join(s, 0);
     if (err != cudaSuccess)
@@ -438,10 +441,10 @@ static int run_ptr(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
     int rc = run_plan(e, s, rows);
     if (rc)
         return rc;
-    st = row_stream(s, 1);
-    err = st ? cu_launch_scatter(st, s->tab_dev, e->max_batch, s->buf[CU_YOUT], rows,
-                                 e->out_bytes, e->row_blocks)
-             : cudaGetLastError();
+    err = row_fork(s, 1, &st);
+    if (err == cudaSuccess)
+        err = cu_launch_scatter(st, s->tab_dev, e->max_batch, s->buf[CU_YOUT], rows,
+                                e->out_bytes, e->row_blocks);
     if (err == cudaSuccess)
         err = row_join(s, 1);
     return err == cudaSuccess ? 0 : cu_fail(e, err, "scatter");

@@ -171,7 +171,7 @@ int main(int argc, char **argv)
     }
     rc = loop_run(&s);
     gateway_stop(gw);
-    wakers_stop(&s.wakers); /* write and close whatever the loop queued last */
+    wakers_stop(&s.wakers); /* write whatever the loop queued last */
     notify_tick(&s, now_ns()); /* STOPPING=1, if the loop ended before its timer sent it */
     log_info("stopped: %llu tasks in %llu batches", (unsigned long long)s.tasks_done,
              (unsigned long long)s.bat.batches);
