@@ -14,7 +14,16 @@
  *                median of RUNS
  *   engine us    one batch: submit(), poll() on event_fd(), reap(); median of RUNS
  *   pipe items/s the engine kept full (max_inflight batches in flight) for RUNS batches
+ *   ptr items/s  the same with rows by pointer (batches up to PTR_MAX rows): every row in its own
+ *                slot of a registered region laid out like 64 agents' lanes (a 32-byte header,
+ *                then the row), a batch taking 8 consecutive slots from each lane in turn, as
+ *                the batcher does; the ratio ptr/pipe is what moving rows by the gather and
+ *                scatter kernels costs the device, with no supervisor or agent involved.
+ *                $OAG_BENCH_REGION picks the region's memory: shared (default: MAP_SHARED
+ *                4 KB pages, as lanes are), thp (private, madvise(MADV_HUGEPAGE)) or pinned
+ *                (the engine's host_alloc)
  */
+#include <sys/mman.h>
 #include <cuda_runtime_api.h>
 #include <time.h>
 
@@ -35,6 +44,24 @@ static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
+}
+
+#define PTR_MAX 2048u
+#define PTR_LANES 64u
+
+/* Points batch j's n rows at lane slots (see the top): in from the first half of the region,
+ * out from the second. */
+static void ptr_place(struct oag_batch *b, uint8_t *region, size_t half, uint32_t slot,
+                      uint32_t j, uint32_t n)
+{
+    const uint32_t per_lane = 3 * PTR_MAX / PTR_LANES; /* slots per lane: 3 batches' worth */
+    for (uint32_t r = 0; r < n; r++) {
+        uint32_t lane = (r / 8) % PTR_LANES;
+        uint32_t k = j * (PTR_MAX / PTR_LANES) + (r / (8 * PTR_LANES)) * 8 + r % 8;
+        size_t off = ((size_t)lane * per_lane + k) * slot + 32;
+        b->in_ptr[r] = region + off;
+        b->out_ptr[r] = region + half + off;
+    }
 }
 
 static void bench_model(const char *name, uint32_t width, uint32_t nlin, int runs_arg)
@@ -92,8 +119,45 @@ static void bench_model(const char *name, uint32_t width, uint32_t nlin, int run
     }
     free(x);
 
-    printf("%6s %10s %10s %7s %12s %12s %14s %5s\n", "batch", "base us", "engine us", "ratio",
-           "base it/s", "engine it/s", "pipe it/s", "runs");
+    /* Rows by pointer: a registered region like the lanes of 64 agents; the batches' row
+     * pointers (ip, op) are only in place while that column is measured. */
+    const uint8_t **ip[NB] = { 0 };
+    uint8_t **op[NB] = { 0 };
+    uint32_t slot = (32 + width * 4 + 63) & ~63u;
+    size_t half = (size_t)3 * PTR_MAX * slot;
+    const char *kind = getenv("OAG_BENCH_REGION");
+    kind = kind ? kind : "shared";
+    uint8_t *region = MAP_FAILED;
+    int by_ptr = 0;
+    if (!strcmp(kind, "pinned")) {
+        void *p = ops->host_alloc ? ops->host_alloc(e, 2 * half) : NULL;
+        region = p ? p : MAP_FAILED;
+        by_ptr = p != NULL;
+    } else {
+        int thp = !strcmp(kind, "thp");
+        region = mmap(NULL, 2 * half, PROT_READ | PROT_WRITE,
+                      (thp ? MAP_PRIVATE : MAP_SHARED) | MAP_ANONYMOUS, -1, 0);
+        if (thp && region != MAP_FAILED && madvise(region, 2 * half, MADV_HUGEPAGE) != 0)
+            printf("(madvise MADV_HUGEPAGE: %s)\n", strerror(errno));
+        by_ptr = region != MAP_FAILED && ops->host_register &&
+                 ops->host_register(e, region, 2 * half) == 0;
+    }
+    printf("rows by pointer from a %s region\n", kind);
+    if (by_ptr) {
+        float *xr = t_input(1, width, -1, 1);
+        for (size_t k = 0; k < 3 * (size_t)PTR_MAX; k++)
+            memcpy(region + k * slot + 32, xr, width * 4);
+        free(xr);
+        for (int i = 0; i < NB; i++) {
+            ip[i] = calloc(PTR_MAX, sizeof *ip[i]);
+            op[i] = calloc(PTR_MAX, sizeof *op[i]);
+        }
+    } else {
+        printf("(rows by pointer not measured: no registered host memory on this device)\n");
+    }
+
+    printf("%6s %10s %10s %7s %12s %12s %14s %14s %5s\n", "batch", "base us", "engine us",
+           "ratio", "base it/s", "engine it/s", "pipe it/s", "ptr it/s", "runs");
     for (uint32_t n = 1; n <= max_batch; n *= 2) {
         int runs = runs_arg > 0 ? runs_arg : n <= 512 ? 200 : 50;
         double base_us = base ? base_median_us(base, n, runs) : -1;
@@ -139,13 +203,61 @@ static void bench_model(const char *name, uint32_t width, uint32_t nlin, int run
             reaped++;
         }
         double pipe = (double)runs * n / ((now_us() - a) / 1e6);
-        printf("%6u %10.1f %10.1f %7.2f %12.0f %12.0f %14.0f %5d\n", n, base_us, eng_us,
-               eng_us / base_us, n / (base_us / 1e6), n / (eng_us / 1e6), pipe, runs);
+
+        /* the same, rows by pointer */
+        double ptr = 0;
+        if (by_ptr && n <= PTR_MAX) {
+            for (uint32_t i = 0; i < inflight; i++) {
+                tb[i].b.in_ptr = ip[i];
+                tb[i].b.out_ptr = op[i];
+                ptr_place(&tb[i].b, region, half, slot, i, n);
+            }
+            submitted = reaped = 0;
+            a = now_us();
+            while (reaped < runs) {
+                while (submitted < runs && submitted - reaped < (int)inflight) {
+                    if (ops->submit(e, &tb[submitted % inflight].b)) {
+                        fprintf(stderr, "%s: by-pointer submit failed\n", name);
+                        t_failures++;
+                        goto out;
+                    }
+                    submitted++;
+                }
+                struct oag_batch *got = t_reap_wait(ops, e, 20000);
+                if (!got || got->whole_rc) {
+                    fprintf(stderr, "%s: by-pointer batch failed\n", name);
+                    t_failures++;
+                    goto out;
+                }
+                reaped++;
+            }
+            ptr = (double)runs * n / ((now_us() - a) / 1e6);
+            for (uint32_t i = 0; i < inflight; i++) {
+                tb[i].b.in_ptr = NULL;
+                tb[i].b.out_ptr = NULL;
+            }
+        }
+        printf("%6u %10.1f %10.1f %7.2f %12.0f %12.0f %14.0f %14.0f %5d\n", n, base_us, eng_us,
+               eng_us / base_us, n / (base_us / 1e6), n / (eng_us / 1e6), pipe, ptr, runs);
         fflush(stdout);
     }
 out:
-    for (int i = 0; i < NB; i++)
+    for (int i = 0; i < NB; i++) {
+        tb[i].b.in_ptr = NULL;
+        tb[i].b.out_ptr = NULL;
+        free((void *)ip[i]);
+        free(op[i]);
         t_batch_fini(&tb[i]);
+    }
+    if (!strcmp(kind, "pinned")) {
+        if (by_ptr)
+            ops->host_free(e, region);
+    } else {
+        if (by_ptr)
+            ops->host_unregister(region);
+        if (region != MAP_FAILED)
+            munmap(region, 2 * half);
+    }
     base_destroy(base);
     ops->destroy(e);
     t_model_free(&tm);
