@@ -3,7 +3,7 @@
  * lane slots: a shared memfd mapping, rows at a slot stride) and write results back there?
  * Not a test: a measurement behind the cuda engine's choice of how rows by pointer travel.
  *
- *   gather_bench [ROW_BYTES [ROWS [SLOT_BYTES]]]     (default 16384 512 16448)
+ *   gather_bench [ROW_BYTES [ROWS [SLOT_BYTES [RUN]]]]   (default 16384 512 16448 8)
  *
  * Variants, each timed with events over many repetitions, GB/s of row bytes moved one way:
  *   dma-h2d / dma-d2h   cudaMemcpyAsync of ROWS * ROW_BYTES contiguous pinned bytes (the copy
@@ -16,7 +16,13 @@
  *   st16                scatter: one block per row, 16-byte stores into host rows
  *   ld-gN / st-gN       N blocks walking the rows, 4 accesses in flight per thread (the
  *                       engine's kernels: they leave the other multiprocessors free)
+ *   b3d-h2d / b3d-d2h   the copy engines fed with strided runs: RUN consecutive slots (a
+ *                       lane's rows in a batch) per operation, one cudaMemcpy3DBatchAsync for
+ *                       the whole batch; "host us" is the call's own time on the CPU
+ *   b3d-both            both directions at once, on two streams (GB/s each way)
+ *   kern-both           ld-g32 and st-g32 at once, on two streams (GB/s each way)
  */
+#include <time.h>
 #include <cuda/barrier>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -126,11 +132,47 @@ __global__ void st16(uint8_t *const *dst, const uint8_t *src, uint32_t row)
         *(uint4 *)(d + i) = *(const uint4 *)(s + i);
 }
 
+static double host_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+/* One cudaMemcpy3DBatchAsync moving rows in runs of `run` consecutive host slots: h2d from the
+ * slots at host (pitch slot) into dev (pitch row), or the reverse. Returns the call's host us. */
+static double b3d(cudaMemcpy3DBatchOp *ops, uint8_t *host, uint8_t *dev, uint32_t rows,
+                  uint32_t row, uint32_t slot, uint32_t run, int h2d, cudaStream_t st)
+{
+    uint32_t n = 0;
+    for (uint32_t r = 0; r < rows; r += run, n++) {
+        uint32_t h = rows - r < run ? rows - r : run;
+        cudaMemcpy3DOperand hs = {}, ds = {};
+        hs.type = ds.type = cudaMemcpyOperandTypePointer;
+        hs.op.ptr.ptr = host + (size_t)r * slot;
+        hs.op.ptr.rowLength = slot;
+        ds.op.ptr.ptr = dev + (size_t)r * row;
+        ds.op.ptr.rowLength = row;
+        ops[n] = cudaMemcpy3DBatchOp{};
+        ops[n].src = h2d ? hs : ds;
+        ops[n].dst = h2d ? ds : hs;
+        ops[n].extent = make_cudaExtent(row, h, 1);
+        ops[n].srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+        ops[n].flags = cudaMemcpyFlagPreferOverlapWithCompute;
+    }
+    double a = host_us();
+    CK(cudaMemcpy3DBatchAsync(n, ops, 0, st));
+    return host_us() - a;
+}
+
 int main(int argc, char **argv)
 {
     uint32_t row = argc > 1 ? (uint32_t)atoi(argv[1]) : 16384;
     uint32_t rows = argc > 2 ? (uint32_t)atoi(argv[2]) : 512;
     uint32_t slot = argc > 3 ? (uint32_t)atoi(argv[3]) : row + 64;
+    uint32_t run = argc > 4 ? (uint32_t)atoi(argv[4]) : 8;
+    if (run == 0)
+        run = 1;
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
         printf("gather_bench: no CUDA device\n");
@@ -152,23 +194,56 @@ int main(int argc, char **argv)
         in_ptr[r] = map + 32 + (size_t)r * slot;
         out_ptr[r] = map + 32 + (size_t)(rows + r) * slot;
     }
-    cudaStream_t st;
+    cudaStream_t st, st2;
     CK(cudaStreamCreate(&st));
+    CK(cudaStreamCreate(&st2));
+    uint8_t *dev2;
+    CK(cudaMalloc((void **)&dev2, (size_t)rows * row));
+    cudaMemcpy3DBatchOp *bops = (cudaMemcpy3DBatchOp *)calloc(rows, sizeof *bops);
+    cudaMemcpy3DBatchOp *bops2 = (cudaMemcpy3DBatchOp *)calloc(rows, sizeof *bops2);
+    uint8_t *in0 = map + 32, *out0 = map + 32 + (size_t)rows * slot;
     cudaEvent_t a, b;
     CK(cudaEventCreate(&a));
     CK(cudaEventCreate(&b));
     const int reps = 50;
     double bytes = (double)rows * row * reps;
     CK(cudaFuncSetAttribute(bulk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)row));
-    printf("gather_bench: %u rows of %u bytes, slot %u (%.1f MB a batch)\n", rows, row, slot,
-           rows * (double)row / 1e6);
-    for (int v = 0; v < 12; v++) {
+    printf("gather_bench: %u rows of %u bytes, slot %u (%.1f MB a batch), runs of %u\n", rows,
+           row, slot, rows * (double)row / 1e6, run);
+    for (int v = 0; v < 16; v++) {
         const char *name[] = { "dma-h2d", "dma-d2h", "ld16", "ld16x4", "bulk", "st16",
-                               "ld-g16", "ld-g32", "ld-g64", "st-g16", "st-g32", "st-g64" };
-        const unsigned g = v >= 6 ? 16u << ((v - 6) % 3) : 0;
+                               "ld-g16", "ld-g32", "ld-g64", "st-g16", "st-g32", "st-g64",
+                               "b3d-h2d", "b3d-d2h", "b3d-both", "kern-both" };
+        const unsigned g = v >= 6 && v < 12 ? 16u << ((v - 6) % 3) : 0;
+        double hus = 0;
         for (int pass = 0; pass < 2; pass++) { /* warm, then timed */
+            hus = 0;
             CK(cudaEventRecord(a, st));
-            for (int i = 0; i < reps; i++) {
+            if (v >= 14) { /* the second stream starts with the first */
+                CK(cudaStreamWaitEvent(st2, a, 0));
+            }
+            for (int i = 0; i < reps && v >= 12; i++) {
+                switch (v) {
+                case 12: hus += b3d(bops, in0, dev, rows, row, slot, run, 1, st); break;
+                case 13: hus += b3d(bops, out0, dev, rows, row, slot, run, 0, st); break;
+                case 14:
+                    hus += b3d(bops, in0, dev, rows, row, slot, run, 1, st);
+                    hus += b3d(bops2, out0, dev2, rows, row, slot, run, 0, st2);
+                    break;
+                default:
+                    ld16x4g<<<32, 256, 0, st>>>(dev, in_ptr, row, rows);
+                    st16x4g<<<32, 256, 0, st2>>>(out_ptr, dev2, row, rows);
+                    break;
+                }
+            }
+            if (v >= 14) {
+                cudaEvent_t j;
+                CK(cudaEventCreateWithFlags(&j, cudaEventDisableTiming));
+                CK(cudaEventRecord(j, st2));
+                CK(cudaStreamWaitEvent(st, j, 0));
+                CK(cudaEventDestroy(j));
+            }
+            for (int i = 0; i < reps && v < 12; i++) {
                 switch (v) {
                 case 0: CK(cudaMemcpyAsync(dev, pin, (size_t)rows * row, cudaMemcpyHostToDevice, st)); break;
                 case 1: CK(cudaMemcpyAsync(pin, dev, (size_t)rows * row, cudaMemcpyDeviceToHost, st)); break;
@@ -185,8 +260,11 @@ int main(int argc, char **argv)
             CK(cudaEventSynchronize(b));
             float ms = 0;
             CK(cudaEventElapsedTime(&ms, a, b));
-            if (pass)
-                printf("  %-8s %7.1f GB/s  (%.1f us a batch)\n", name[v], bytes / (ms * 1e6),
+            if (pass && v >= 12)
+                printf("  %-9s %7.1f GB/s each way  (%.1f us a batch; host %.1f us a batch)\n",
+                       name[v], bytes / (ms * 1e6), ms * 1e3 / reps, hus / reps);
+            else if (pass)
+                printf("  %-9s %7.1f GB/s  (%.1f us a batch)\n", name[v], bytes / (ms * 1e6),
                        ms * 1e3 / reps);
         }
     }
@@ -195,5 +273,12 @@ int main(int argc, char **argv)
     ld16x4<<<rows, 256, 0, st>>>(dev, in_ptr, row);
     CK(cudaMemcpy(pin, dev, row, cudaMemcpyDeviceToHost));
     printf("  check: %s\n", pin[0] == 7 && pin[row - 1] == 7 ? "ok" : "WRONG");
+    /* and the strided runs: the last row of the first run lands where it belongs */
+    uint32_t last = (run < rows ? run : rows) - 1;
+    memset(in0 + (size_t)last * slot, 9, row);
+    b3d(bops, in0, dev, rows, row, slot, run, 1, st);
+    CK(cudaStreamSynchronize(st));
+    CK(cudaMemcpy(pin, dev + (size_t)last * row, row, cudaMemcpyDeviceToHost));
+    printf("  check b3d: %s\n", pin[0] == 9 && pin[row - 1] == 9 ? "ok" : "WRONG");
     return 0;
 }
