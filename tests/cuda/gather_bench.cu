@@ -21,6 +21,8 @@
  *                       the whole batch; "host us" is the call's own time on the CPU
  *   b3d-both            both directions at once, on two streams (GB/s each way)
  *   kern-both           ld-g32 and st-g32 at once, on two streams (GB/s each way)
+ *   b3d+st              inputs by b3d-h2d, results by st-g32, at once
+ *   ld+b3d              inputs by ld-g32, results by b3d-d2h, at once
  */
 #include <time.h>
 #include <cuda/barrier>
@@ -210,10 +212,11 @@ int main(int argc, char **argv)
     CK(cudaFuncSetAttribute(bulk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)row));
     printf("gather_bench: %u rows of %u bytes, slot %u (%.1f MB a batch), runs of %u\n", rows,
            row, slot, rows * (double)row / 1e6, run);
-    for (int v = 0; v < 16; v++) {
+    for (int v = 0; v < 18; v++) {
         const char *name[] = { "dma-h2d", "dma-d2h", "ld16", "ld16x4", "bulk", "st16",
                                "ld-g16", "ld-g32", "ld-g64", "st-g16", "st-g32", "st-g64",
-                               "b3d-h2d", "b3d-d2h", "b3d-both", "kern-both" };
+                               "b3d-h2d", "b3d-d2h", "b3d-both", "kern-both", "b3d+st",
+                               "ld+b3d" };
         const unsigned g = v >= 6 && v < 12 ? 16u << ((v - 6) % 3) : 0;
         double hus = 0;
         for (int pass = 0; pass < 2; pass++) { /* warm, then timed */
@@ -230,9 +233,17 @@ int main(int argc, char **argv)
                     hus += b3d(bops, in0, dev, rows, row, slot, run, 1, st);
                     hus += b3d(bops2, out0, dev2, rows, row, slot, run, 0, st2);
                     break;
-                default:
+                case 15:
                     ld16x4g<<<32, 256, 0, st>>>(dev, in_ptr, row, rows);
                     st16x4g<<<32, 256, 0, st2>>>(out_ptr, dev2, row, rows);
+                    break;
+                case 16:
+                    hus += b3d(bops, in0, dev, rows, row, slot, run, 1, st);
+                    st16x4g<<<32, 256, 0, st2>>>(out_ptr, dev2, row, rows);
+                    break;
+                default:
+                    ld16x4g<<<32, 256, 0, st>>>(dev, in_ptr, row, rows);
+                    hus += b3d(bops2, out0, dev2, rows, row, slot, run, 0, st2);
                     break;
                 }
             }
