@@ -23,7 +23,11 @@
  *   kern-both           ld-g32 and st-g32 at once, on two streams (GB/s each way)
  *   b3d+st              inputs by b3d-h2d, results by st-g32, at once
  *   ld+b3d              inputs by ld-g32, results by b3d-d2h, at once
+ *   cpu-tN              N host threads copying the rows from their slots into a contiguous
+ *                       pinned buffer and back out to other slots (the host's share if rows
+ *                       were staged for the copy engines), GB/s each way
  */
+#include <pthread.h>
 #include <time.h>
 #include <cuda/barrier>
 #include <cuda_runtime.h>
@@ -132,6 +136,24 @@ __global__ void st16(uint8_t *const *dst, const uint8_t *src, uint32_t row)
     const uint8_t *s = src + (size_t)blockIdx.x * row;
     for (uint32_t i = threadIdx.x * 16; i < row; i += blockDim.x * 16)
         *(uint4 *)(d + i) = *(const uint4 *)(s + i);
+}
+
+struct cpu_job {
+    uint8_t *map, *pin;
+    uint32_t row, slot, rows, first, last;
+    int reps;
+};
+
+static void *cpu_copy(void *arg)
+{
+    struct cpu_job *j = (struct cpu_job *)arg;
+    for (int i = 0; i < j->reps; i++)
+        for (uint32_t r = j->first; r < j->last; r++) {
+            memcpy(j->pin + (size_t)r * j->row, j->map + 32 + (size_t)r * j->slot, j->row);
+            memcpy(j->map + 32 + (size_t)(j->rows + r) * j->slot,
+                   j->pin + (size_t)r * j->row, j->row);
+        }
+    return NULL;
 }
 
 static double host_us(void)
@@ -278,6 +300,21 @@ int main(int argc, char **argv)
                 printf("  %-9s %7.1f GB/s  (%.1f us a batch)\n", name[v], bytes / (ms * 1e6),
                        ms * 1e3 / reps);
         }
+    }
+    for (unsigned nt = 2; nt <= 8; nt *= 2) {
+        pthread_t th[8];
+        struct cpu_job jobs[8];
+        double t0 = host_us();
+        for (unsigned k = 0; k < nt; k++) {
+            jobs[k] = (struct cpu_job){ map, pin, row, slot, rows, rows * k / nt,
+                                        rows * (k + 1) / nt, reps };
+            pthread_create(&th[k], NULL, cpu_copy, &jobs[k]);
+        }
+        for (unsigned k = 0; k < nt; k++)
+            pthread_join(th[k], NULL);
+        double us = host_us() - t0;
+        printf("  cpu-t%-4u %7.1f GB/s each way  (%.1f us a batch)\n", nt, bytes / (us * 1e3),
+               us / reps);
     }
     /* check: the gathered rows are the lane's */
     memset(map + 32, 7, row);
