@@ -447,6 +447,34 @@ static uint64_t flush_due(struct oag_remote *r)
 
 /* ---- receiving (I/O thread, under mu) -------------------------------------------------------- */
 
+/* Ends task k with status (its data and len already set): out of its supervisor's count and
+ * the deadline list, into the finished queue. */
+static void task_end(struct oag_remote *r, uint32_t k, int32_t status)
+{
+    struct rslot *t = &r->slots[k];
+    t->status = status;
+    t->state = S_DONE;
+    t->queued = 0;
+    if (t->deadline_ns) {
+        t->deadline_ns = 0;
+        r->ntimed--;
+    }
+    if (t->sup >= 0 && r->sups[t->sup].outstanding > 0)
+        r->sups[t->sup].outstanding--;
+    r->cq[(r->cqh + r->cqn) % r->nslots] = (struct qent){ k, t->id };
+    r->cqn++;
+}
+
+/* After tasks ended: callers blocked in poll/infer wake, and the event fd turns readable. */
+static void ended_notify(struct oag_remote *r, int ended)
+{
+    if (!ended)
+        return;
+    if (r->evmode)
+        efd_write(r->user_efd);
+    pthread_cond_broadcast(&r->cv);
+}
+
 static void on_results(struct oag_remote *r, int i, const uint8_t *p, size_t len,
                        const struct net_hdr *h)
 {
@@ -470,29 +498,15 @@ static void on_results(struct oag_remote *r, int i, const uint8_t *p, size_t len
         if (rec.len)
             memcpy(t->data, rec.data, rec.len);
         t->len = rec.len;
-        t->status = rec.status;
-        t->state = S_DONE;
-        if (t->deadline_ns) {
-            t->deadline_ns = 0;
-            r->ntimed--;
-        }
-        t->queued = 0;
-        if (t->sup >= 0 && r->sups[t->sup].outstanding > 0)
-            r->sups[t->sup].outstanding--;
         if (t->sent_ns && t->sup == i) {
             double us = (double)(now - t->sent_ns) / 1000.0;
             s->lat_us = s->lat_us > 0 ? s->lat_us * 0.9 + us * 0.1 : us;
         }
-        r->cq[(r->cqh + r->cqn) % r->nslots] = (struct qent){ k, t->id };
-        r->cqn++;
+        task_end(r, k, rec.status);
         r->done_total++;
         added++;
     }
-    if (added) {
-        if (r->evmode)
-            efd_write(r->user_efd);
-        pthread_cond_broadcast(&r->cv);
-    }
+    ended_notify(r, added);
 }
 
 static void on_welcome(struct oag_remote *r, int i, const uint8_t *p)
@@ -533,24 +547,11 @@ static void fail_frame(struct oag_remote *r, int i, uint64_t seq, int32_t code)
         struct rslot *t = &r->slots[k];
         if (t->state != S_OUT || t->sup != i || t->queued || t->frame_seq != seq)
             continue;
-        t->status = code;
         t->len = 0;
-        t->state = S_DONE;
-        if (t->deadline_ns) {
-            t->deadline_ns = 0;
-            r->ntimed--;
-        }
-        if (r->sups[i].outstanding > 0)
-            r->sups[i].outstanding--;
-        r->cq[(r->cqh + r->cqn) % r->nslots] = (struct qent){ k, t->id };
-        r->cqn++;
+        task_end(r, k, code);
         added++;
     }
-    if (added) {
-        if (r->evmode)
-            efd_write(r->user_efd);
-        pthread_cond_broadcast(&r->cv);
-    }
+    ended_notify(r, added);
 }
 
 static void recv_sup(struct oag_remote *r, int i)
@@ -684,23 +685,11 @@ static uint64_t expire(struct oag_remote *r)
                 next = t->deadline_ns;
             continue;
         }
-        t->deadline_ns = 0;
-        r->ntimed--;
-        t->status = -ETIMEDOUT;
         t->len = 0;
-        t->state = S_DONE;
-        t->queued = 0;
-        if (t->sup >= 0 && r->sups[t->sup].outstanding > 0)
-            r->sups[t->sup].outstanding--;
-        r->cq[(r->cqh + r->cqn) % r->nslots] = (struct qent){ k, t->id };
-        r->cqn++;
+        task_end(r, k, -ETIMEDOUT);
         added++;
     }
-    if (added) {
-        if (r->evmode)
-            efd_write(r->user_efd);
-        pthread_cond_broadcast(&r->cv);
-    }
+    ended_notify(r, added);
     return next;
 }
 
