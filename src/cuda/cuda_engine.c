@@ -62,6 +62,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda_engine.h"
+#include "green.h"
 #include "kernels.h"
 #include "model/model.h"
 #include "plan.h"
@@ -82,6 +83,10 @@
  * batches ran 7% faster end to end than with one block per row, the 768 model within the spread
  * (docs/BENCHMARKS.md, session 3). */
 #define CU_ROW_BLOCKS 32u
+/* SMs of the copy kernels' own partition (OAG_CUDA_GREEN_SMS; 0: none, they share every SM). */
+#ifndef CU_GREEN_SMS
+#define CU_GREEN_SMS 0u
+#endif
 #define CU_RETRY_NS 100000000L    /* after a reset, retry bringing the device back this often */
 #define CU_LOST_NS 10000000000L   /* until this long has passed: then -ENODEV, retries each 1 s */
 #define CU_LOST_RETRY_NS 1000000000L
@@ -153,6 +158,10 @@ struct oag_engine {
                                       device's greatest stream priority, GEMMs at the least, so
                                       rows cross the bus while other batches compute */
     int prio_hi;                   /* that priority (device_build), 0: none to give */
+    unsigned green_sms;            /* OAG_CUDA_GREEN_SMS: SMs of the copy kernels' own
+                                      partition (green.h), 0: they share every SM */
+    struct cu_green *green;        /* that partition while the device is built, or NULL */
+    int green_warned;
     _Atomic uint64_t gpu_ns;       /* completion thread adds; stats() reads */
     int efd;
 
@@ -426,8 +435,11 @@ static cudaError_t row_join(struct cu_slot *s, int k)
     return err != cudaSuccess ? err : cudaStreamWaitEvent(s->st, s->join[k], 0);
 }
 
-/* Enqueues a batch of `rows` rows by pointer: gather from the row table, the plan, scatter. */
-static int run_ptr(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
+static uint32_t bucket_of(const struct oag_engine *e, uint32_t n);
+
+/* Enqueues a batch of `rows` rows by pointer: gather from the row table, the plan (its graph
+ * for the bucket when plan_graph is set), scatter. */
+static int run_ptr_plan(struct oag_engine *e, struct cu_slot *s, uint32_t rows, int plan_graph)
 {
     cudaStream_t st;
     cudaError_t err = row_fork(s, 0, &st);
@@ -438,9 +450,13 @@ static int run_ptr(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
         err = row_join(s, 0);
     if (err != cudaSuccess)
         return cu_fail(e, err, "gather");
-    int rc = run_plan(e, s, rows);
-    if (rc)
-        return rc;
+    if (plan_graph) {
+        CU_TRY(e, cudaGraphLaunch(s->graph[bucket_of(e, rows)], s->st), "graph launch");
+    } else {
+        int rc = run_plan(e, s, rows);
+        if (rc)
+            return rc;
+    }
     err = row_fork(s, 1, &st);
     if (err == cudaSuccess)
         err = cu_launch_scatter(st, s->tab_dev, e->max_batch, s->buf[CU_YOUT], rows,
@@ -448,6 +464,11 @@ static int run_ptr(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
     if (err == cudaSuccess)
         err = row_join(s, 1);
     return err == cudaSuccess ? 0 : cu_fail(e, err, "scatter");
+}
+
+static int run_ptr(struct oag_engine *e, struct cu_slot *s, uint32_t rows)
+{
+    return run_ptr_plan(e, s, rows, 0);
 }
 
 static int capture_one(struct oag_engine *e, struct cu_slot *s, uint32_t rows, int by_ptr,
@@ -475,7 +496,9 @@ static int capture_one(struct oag_engine *e, struct cu_slot *s, uint32_t rows, i
 static int capture(struct oag_engine *e, struct cu_slot *s, uint32_t k)
 {
     int rc = capture_one(e, s, e->buckets[k], 0, &s->graph[k]);
-    if (!rc && e->rows_by_ptr)
+    /* With a partition, the copy kernels are launched beside the plan's graph (a captured
+     * graph keeps to one partition). */
+    if (!rc && e->rows_by_ptr && !e->green)
         rc = capture_one(e, s, e->buckets[k], 1, &s->graph_ptr[k]);
     return rc;
 }
@@ -534,11 +557,19 @@ static void slot_teardown(struct oag_engine *e, struct cu_slot *s, int live)
 
 static int slot_build(struct oag_engine *e, struct cu_slot *s, int graphs)
 {
-    /* The least priority (0) for the slot's stream: the GEMMs. */
-    CU_TRY(e, cudaStreamCreateWithFlags(&s->st, cudaStreamNonBlocking), "stream");
-    if (e->rows_by_ptr && e->prio_hi) {
-        CU_TRY(e, cudaStreamCreateWithPriority(&s->hi, cudaStreamNonBlocking, e->prio_hi),
-               "row stream");
+    /* The least priority (0) for the slot's stream: the GEMMs. With a partition for the copy
+     * kernels, the GEMMs' stream is in the other one. */
+    if (e->green) {
+        if (cu_green_stream(e->green, 0, 0, &s->st) || cu_green_stream(e->green, 1, e->prio_hi,
+                                                                        &s->hi))
+            return cu_fail(e, cudaErrorUnknown, "partition stream");
+    } else {
+        CU_TRY(e, cudaStreamCreateWithFlags(&s->st, cudaStreamNonBlocking), "stream");
+    }
+    if (e->rows_by_ptr && (e->prio_hi || e->green)) {
+        if (!s->hi)
+            CU_TRY(e, cudaStreamCreateWithPriority(&s->hi, cudaStreamNonBlocking, e->prio_hi),
+                   "row stream");
         for (int k = 0; k < 2; k++) {
             CU_TRY(e, cudaEventCreateWithFlags(&s->fork[k], cudaEventDisableTiming), "event");
             CU_TRY(e, cudaEventCreateWithFlags(&s->join[k], cudaEventDisableTiming), "event");
@@ -609,6 +640,9 @@ static void device_teardown(struct oag_engine *e)
     for (uint32_t i = 0; i < CU_SLOTS; i++)
         slot_teardown(e, &e->slot[i], live);
     weights_free(e, live);
+    if (live)
+        cu_green_destroy(e->green);
+    e->green = NULL; /* a lost context's partitions went with it */
     e->built = 0;
 }
 
@@ -664,6 +698,18 @@ static int device_build(struct oag_engine *e, int reregister)
     }
     if ((rc = weights_upload(e)))
         goto fail;
+    if (e->rows_by_ptr && e->green_sms && !e->green) {
+        char why[160];
+        int grc = cu_green_create(&e->green, e->dev, e->green_sms, why, sizeof why);
+        if (grc && !e->green_warned) {
+            cu_log(e, "no partition for the copy kernels (%s): they share every SM", why);
+            e->green_warned = 1;
+        } else if (!grc && !e->green_warned) {
+            cu_log(e, "copy kernels on %u SMs of their own, the plan on %u",
+                   cu_green_sms(e->green, 1), cu_green_sms(e->green, 0));
+            e->green_warned = 1;
+        }
+    }
     e->prio_hi = 0;
     int least = 0, greatest = 0;
     if (e->row_prio && cudaDeviceGetStreamPriorityRange(&least, &greatest) == cudaSuccess &&
@@ -949,6 +995,8 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
     e->tf32 = v && *v == '1';
     v = getenv("OAG_CUDA_TIMING");
     e->timing = v && *v == '1';
+    v = getenv("OAG_CUDA_GREEN_SMS");
+    e->green_sms = v ? (unsigned)atoi(v) : CU_GREEN_SMS;
     v = getenv("OAG_CUDA_ROW_PRIO");
     e->row_prio = !v || *v != '0';
     v = getenv("OAG_CUDA_ROW_BLOCKS");
@@ -1127,7 +1175,13 @@ static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
     if (b->n && b->in_ptr) {
         if (fault == OAG_CUDA_FAULT_LAUNCH)
             CU_TRY(e, cu_launch_fault_badconfig(s->st), "injected launch");
-        CU_TRY(e, cudaGraphLaunch(s->graph_ptr[bucket_of(e, b->n)], s->st), "graph launch");
+        if (e->green) {
+            int rc = run_ptr_plan(e, s, b->n, 1);
+            if (rc)
+                return rc;
+        } else {
+            CU_TRY(e, cudaGraphLaunch(s->graph_ptr[bucket_of(e, b->n)], s->st), "graph launch");
+        }
         if (fault == OAG_CUDA_FAULT_TRAP)
             CU_TRY(e, cu_launch_fault_trap(s->st), "injected trap");
     } else if (b->n) {

@@ -23,12 +23,18 @@
  *   kern-both           ld-g32 and st-g32 at once, on two streams (GB/s each way)
  *   b3d+st              inputs by b3d-h2d, results by st-g32, at once
  *   ld+b3d              inputs by ld-g32, results by b3d-d2h, at once
+ *   busy / both+busy    a compute kernel filling every multiprocessor for about one batch's
+ *                       copy time, alone, then with kern-both beside it (low priority stream):
+ *                       whether the copies overlap compute or wait for it; then the same with
+ *                       the SMs split by green contexts (GREEN_SMS for the copies, default 16,
+ *                       the rest for compute)
  *   cpu-tN              N host threads copying the rows from their slots into a contiguous
  *                       pinned buffer and back out to other slots (the host's share if rows
  *                       were staged for the copy engines), GB/s each way
  */
 #include <pthread.h>
 #include <time.h>
+#include <cuda.h>
 #include <cuda/barrier>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -136,6 +142,15 @@ __global__ void st16(uint8_t *const *dst, const uint8_t *src, uint32_t row)
     const uint8_t *s = src + (size_t)blockIdx.x * row;
     for (uint32_t i = threadIdx.x * 16; i < row; i += blockDim.x * 16)
         *(uint4 *)(d + i) = *(const uint4 *)(s + i);
+}
+
+__global__ void busy(float *out, int iters)
+{
+    float a = threadIdx.x * 1e-3f, b = 1.0001f;
+    for (int i = 0; i < iters; i++)
+        a = fmaf(a, b, 1e-7f);
+    if (a == 12345.0f)
+        out[threadIdx.x] = a;
 }
 
 struct cpu_job {
@@ -299,6 +314,123 @@ int main(int argc, char **argv)
             else if (pass)
                 printf("  %-9s %7.1f GB/s  (%.1f us a batch)\n", name[v], bytes / (ms * 1e6),
                        ms * 1e3 / reps);
+        }
+    }
+    {
+        /* compute beside the copies: calibrate busy to ~ the kern-both time, then both */
+        int lo, hi;
+        CK(cudaDeviceGetStreamPriorityRange(&lo, &hi));
+        cudaStream_t sc, sh1, sh2;
+        CK(cudaStreamCreateWithPriority(&sc, cudaStreamNonBlocking, lo));
+        CK(cudaStreamCreateWithPriority(&sh1, cudaStreamNonBlocking, hi));
+        CK(cudaStreamCreateWithPriority(&sh2, cudaStreamNonBlocking, hi));
+        int sms = 0;
+        CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+        float *junk;
+        CK(cudaMalloc((void **)&junk, 4096));
+        int iters = 20000;
+        float ms = 0;
+        for (int pass = 0; pass < 3; pass++) {
+            CK(cudaEventRecord(a, sc));
+            busy<<<sms * 8, 256, 0, sc>>>(junk, iters);
+            CK(cudaEventRecord(b, sc));
+            CK(cudaEventSynchronize(b));
+            CK(cudaEventElapsedTime(&ms, a, b));
+            if (pass < 2 && ms > 0)
+                iters = (int)(iters * (0.28 * rows * (double)row / 8.4e6) / ms);
+        }
+        float t_busy = ms;
+        CK(cudaEventRecord(a, sc));
+        CK(cudaStreamWaitEvent(sh1, a, 0));
+        CK(cudaStreamWaitEvent(sh2, a, 0));
+        busy<<<sms * 8, 256, 0, sc>>>(junk, iters);
+        ld16x4g<<<32, 256, 0, sh1>>>(dev, in_ptr, row, rows);
+        st16x4g<<<32, 256, 0, sh2>>>(out_ptr, dev2, row, rows);
+        cudaEvent_t j1, j2;
+        CK(cudaEventCreate(&j1));
+        CK(cudaEventCreate(&j2));
+        CK(cudaEventRecord(j1, sh1));
+        CK(cudaEventRecord(j2, sh2));
+        CK(cudaStreamWaitEvent(sc, j1, 0));
+        CK(cudaStreamWaitEvent(sc, j2, 0));
+        CK(cudaEventRecord(b, sc));
+        CK(cudaEventSynchronize(b));
+        float t_both = 0;
+        CK(cudaEventElapsedTime(&t_both, a, b));
+        CK(cudaEventRecord(a, sh1));
+        CK(cudaStreamWaitEvent(sh2, a, 0));
+        ld16x4g<<<32, 256, 0, sh1>>>(dev, in_ptr, row, rows);
+        st16x4g<<<32, 256, 0, sh2>>>(out_ptr, dev2, row, rows);
+        CK(cudaEventRecord(j2, sh2));
+        CK(cudaStreamWaitEvent(sh1, j2, 0));
+        CK(cudaEventRecord(b, sh1));
+        CK(cudaEventSynchronize(b));
+        float t_copy = 0;
+        CK(cudaEventElapsedTime(&t_copy, a, b));
+        printf("  busy       %7.1f us alone; copies both ways %.1f us alone; together %.1f us "
+               "(sum %.1f, max %.1f)\n", t_busy * 1e3, t_copy * 1e3, t_both * 1e3,
+               (t_busy + t_copy) * 1e3, (t_busy > t_copy ? t_busy : t_copy) * 1e3);
+    }
+    {
+        /* The same with the SMs split: copies in a green context of GREEN_SMS SMs, compute in
+         * one of the rest. */
+        const char *gs = getenv("GREEN_SMS");
+        unsigned want = gs ? (unsigned)atoi(gs) : 16;
+        CUdevice d;
+        CUdevResource all, part[1], rest;
+        unsigned nb = 1;
+        CUdevResourceDesc dcopy, dcomp;
+        CUgreenCtx gcopy, gcomp;
+        CUstream scopy, scomp, scopy2;
+        if (cuDeviceGet(&d, 0) != CUDA_SUCCESS ||
+            cuDeviceGetDevResource(d, &all, CU_DEV_RESOURCE_TYPE_SM) != CUDA_SUCCESS ||
+            cuDevSmResourceSplitByCount(part, &nb, &all, &rest, 0, want) != CUDA_SUCCESS ||
+            cuDevResourceGenerateDesc(&dcopy, &part[0], 1) != CUDA_SUCCESS ||
+            cuDevResourceGenerateDesc(&dcomp, &rest, 1) != CUDA_SUCCESS ||
+            cuGreenCtxCreate(&gcopy, dcopy, d, CU_GREEN_CTX_DEFAULT_STREAM) != CUDA_SUCCESS ||
+            cuGreenCtxCreate(&gcomp, dcomp, d, CU_GREEN_CTX_DEFAULT_STREAM) != CUDA_SUCCESS ||
+            cuGreenCtxStreamCreate(&scopy, gcopy, CU_STREAM_NON_BLOCKING, 0) != CUDA_SUCCESS ||
+            cuGreenCtxStreamCreate(&scopy2, gcopy, CU_STREAM_NON_BLOCKING, 0) != CUDA_SUCCESS ||
+            cuGreenCtxStreamCreate(&scomp, gcomp, CU_STREAM_NON_BLOCKING, 0) != CUDA_SUCCESS) {
+            printf("  green contexts: not available here\n");
+        } else {
+            float junk_ms = 0, t_c = 0, t_x = 0, t_b = 0;
+            float *junk;
+            CK(cudaMalloc((void **)&junk, 4096));
+            int iters = 20000;
+            for (int pass = 0; pass < 3; pass++) {
+                CK(cudaEventRecord(a, scomp));
+                busy<<<rest.sm.smCount * 8, 256, 0, scomp>>>(junk, iters);
+                CK(cudaEventRecord(b, scomp));
+                CK(cudaEventSynchronize(b));
+                CK(cudaEventElapsedTime(&junk_ms, a, b));
+                if (pass < 2 && junk_ms > 0)
+                    iters = (int)(iters * (0.28 * rows * (double)row / 8.4e6) / junk_ms);
+            }
+            t_c = junk_ms;
+            for (int both = 0; both < 2; both++) {
+                CK(cudaEventRecord(a, scomp));
+                CK(cudaStreamWaitEvent(scopy, a, 0));
+                CK(cudaStreamWaitEvent(scopy2, a, 0));
+                if (both)
+                    busy<<<rest.sm.smCount * 8, 256, 0, scomp>>>(junk, iters);
+                ld16x4g<<<part[0].sm.smCount * 2, 256, 0, scopy>>>(dev, in_ptr, row, rows);
+                st16x4g<<<part[0].sm.smCount * 2, 256, 0, scopy2>>>(out_ptr, dev2, row, rows);
+                cudaEvent_t j1, j2;
+                CK(cudaEventCreate(&j1));
+                CK(cudaEventCreate(&j2));
+                CK(cudaEventRecord(j1, scopy));
+                CK(cudaEventRecord(j2, scopy2));
+                CK(cudaStreamWaitEvent(scomp, j1, 0));
+                CK(cudaStreamWaitEvent(scomp, j2, 0));
+                CK(cudaEventRecord(b, scomp));
+                CK(cudaEventSynchronize(b));
+                CK(cudaEventElapsedTime(both ? &t_b : &t_x, a, b));
+            }
+            printf("  green %u+%u SMs: busy %.1f us alone; copies both ways %.1f us alone "
+                   "(%.1f GB/s each way); together %.1f us\n", part[0].sm.smCount,
+                   rest.sm.smCount, t_c * 1e3, t_x * 1e3, rows * (double)row / (t_x * 1e6),
+                   t_b * 1e3);
         }
     }
     for (unsigned nt = 2; nt <= 8; nt *= 2) {
