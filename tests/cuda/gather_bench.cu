@@ -96,44 +96,33 @@ __global__ void bulk(uint8_t *dst, const uint8_t *const *src, uint32_t row)
         *(uint4 *)(d + i) = *(const uint4 *)(sm + i);
 }
 
-__global__ void ld16x4g(uint8_t *dst, const uint8_t *const *src, uint32_t row, uint32_t rows)
+/* One row, 4 independent 16-byte accesses in flight per thread (both g kernels). */
+__device__ __forceinline__ void copy_row4(uint8_t *d, const uint8_t *s, uint32_t row)
 {
     const uint32_t step = blockDim.x * 16;
-    for (uint32_t r = blockIdx.x; r < rows; r += gridDim.x) {
-        const uint8_t *s = src[r];
-        uint8_t *d = dst + (size_t)r * row;
-        for (uint32_t i = threadIdx.x * 16; i < row; i += 4 * step) {
-            uint4 v[4];
+    for (uint32_t i = threadIdx.x * 16; i < row; i += 4 * step) {
+        uint4 v[4];
 #pragma unroll
-            for (int k = 0; k < 4; k++)
-                if (i + k * step < row)
-                    v[k] = *(const uint4 *)(s + i + k * step);
+        for (int k = 0; k < 4; k++)
+            if (i + k * step < row)
+                v[k] = *(const uint4 *)(s + i + k * step);
 #pragma unroll
-            for (int k = 0; k < 4; k++)
-                if (i + k * step < row)
-                    *(uint4 *)(d + i + k * step) = v[k];
-        }
+        for (int k = 0; k < 4; k++)
+            if (i + k * step < row)
+                *(uint4 *)(d + i + k * step) = v[k];
     }
+}
+
+__global__ void ld16x4g(uint8_t *dst, const uint8_t *const *src, uint32_t row, uint32_t rows)
+{
+    for (uint32_t r = blockIdx.x; r < rows; r += gridDim.x)
+        copy_row4(dst + (size_t)r * row, src[r], row);
 }
 
 __global__ void st16x4g(uint8_t *const *dst, const uint8_t *src, uint32_t row, uint32_t rows)
 {
-    const uint32_t step = blockDim.x * 16;
-    for (uint32_t r = blockIdx.x; r < rows; r += gridDim.x) {
-        uint8_t *d = dst[r];
-        const uint8_t *s = src + (size_t)r * row;
-        for (uint32_t i = threadIdx.x * 16; i < row; i += 4 * step) {
-            uint4 v[4];
-#pragma unroll
-            for (int k = 0; k < 4; k++)
-                if (i + k * step < row)
-                    v[k] = *(const uint4 *)(s + i + k * step);
-#pragma unroll
-            for (int k = 0; k < 4; k++)
-                if (i + k * step < row)
-                    *(uint4 *)(d + i + k * step) = v[k];
-        }
-    }
+    for (uint32_t r = blockIdx.x; r < rows; r += gridDim.x)
+        copy_row4(dst[r], src + (size_t)r * row, row);
 }
 
 __global__ void st16(uint8_t *const *dst, const uint8_t *src, uint32_t row)
