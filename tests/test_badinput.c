@@ -415,7 +415,7 @@ static void *fake_server(void *arg)
             lh->lane_id = 5;
             lh->generation = 3;
             lh->size = g.size;
-            lh->slot_size = g.slot_size;
+            lh->pay_stride = g.pay_stride;
             lh->max_payload = g.max_payload;
             lh->sub_slots = g.sub_slots;
             lh->cmp_slots = g.cmp_slots;
@@ -424,6 +424,8 @@ static void *fake_server(void *arg)
             lh->cmp_ctl_off = g.cmp_ctl_off;
             lh->sub_off = which == FAKE_LANE_GEOM ? g.sub_off + 4096 : g.sub_off;
             lh->cmp_off = g.cmp_off;
+            lh->sub_pay_off = g.sub_pay_off;
+            lh->cmp_pay_off = g.cmp_pay_off;
             munmap(lh, g.size);
         }
         struct oag_welcome w;
@@ -765,15 +767,25 @@ static void rogue_close(struct rogue *r)
 
 static struct oag_slot_hdr *rogue_sub_slot(struct rogue *r, uint32_t idx)
 {
-    return (struct oag_slot_hdr *)(r->lane + r->hdr.sub_off +
-                                   (uint64_t)(idx & (r->hdr.sub_slots - 1)) * r->hdr.slot_size);
+    return (struct oag_slot_hdr *)(r->lane + r->hdr.sub_off) + (idx & (r->hdr.sub_slots - 1));
+}
+
+static uint8_t *rogue_sub_payload(struct rogue *r, uint32_t idx)
+{
+    return r->lane + r->hdr.sub_pay_off +
+           (uint64_t)(idx & (r->hdr.sub_slots - 1)) * r->hdr.pay_stride;
 }
 
 static const struct oag_slot_hdr *rogue_cmp_slot(struct rogue *r, uint32_t idx)
 {
-    return (const struct oag_slot_hdr *)(r->lane + r->hdr.cmp_off +
-                                         (uint64_t)(idx & (r->hdr.cmp_slots - 1)) *
-                                             r->hdr.slot_size);
+    return (const struct oag_slot_hdr *)(r->lane + r->hdr.cmp_off) +
+           (idx & (r->hdr.cmp_slots - 1));
+}
+
+static const uint8_t *rogue_cmp_payload(struct rogue *r, uint32_t idx)
+{
+    return r->lane + r->hdr.cmp_pay_off +
+           (uint64_t)(idx & (r->hdr.cmp_slots - 1)) * r->hdr.pay_stride;
 }
 
 static void ring_doorbell(struct rogue *r)
@@ -792,7 +804,7 @@ static void rogue_task(struct rogue *r, uint32_t idx, uint32_t len)
     sl->status = 0;
     sl->timeout_us = 0;
     sl->priority = 0;
-    pattern((uint8_t *)(sl + 1), len < MAXP ? len : MAXP, idx);
+    pattern(rogue_sub_payload(r, idx), len < MAXP ? len : MAXP, idx);
 }
 
 /* Checks the well-behaved client is healthy and progressing across a rogue scenario. */
@@ -889,7 +901,8 @@ static void part_d(struct h_sup *s)
             uint8_t want[8];
             uint32_t idx = (uint32_t)(c->ticket - 1000);
             pattern(want, 8, idx);
-            if (c->status != 0 || c->len != 8 || idx >= n || memcmp(c + 1, want, 8))
+            if (c->status != 0 || c->len != 8 || idx >= n ||
+                memcmp(rogue_cmp_payload(&r, i), want, 8))
                 bad++;
         }
         CHECK_EQ(bad, 0);
@@ -933,7 +946,8 @@ static void part_d(struct h_sup *s)
             const struct oag_slot_hdr *c = rogue_cmp_slot(&r, 0);
             uint8_t want[32];
             pattern(want, 32, 0);
-            CHECK(c->ticket == 1000 && c->status == 0 && c->len == 32 && !memcmp(c + 1, want, 32),
+            CHECK(c->ticket == 1000 && c->status == 0 && c->len == 32 &&
+                      !memcmp(rogue_cmp_payload(&r, 0), want, 32),
                   "d4: wrong completion");
         }
         /* Keep hammering the latch while the supervisor publishes status a few times. */

@@ -57,8 +57,8 @@ static uint64_t now_ns(void)
 /* A ring over heap memory: one ctl block, nslots slots, a producer and a consumer side. */
 struct test_ring {
     struct oag_ring_ctl *ctl;
-    uint8_t *slots;
-    uint32_t nslots, slot_size;
+    uint8_t *slots, *pay;  /* slot headers, payloads */
+    uint32_t nslots, slot_size;  /* slot_size: payload stride */
     struct ring_side prod, cons;
 };
 
@@ -68,17 +68,19 @@ static size_t round_line(size_t n) { return (n + OAG_CACHELINE - 1) / OAG_CACHEL
 static void tr_init(struct test_ring *t, uint32_t nslots, uint32_t slot_size, uint32_t start)
 {
     t->ctl = aligned_alloc(OAG_CACHELINE, round_line(sizeof *t->ctl));
-    t->slots = aligned_alloc(OAG_CACHELINE, round_line((size_t)nslots * slot_size));
-    if (!t->ctl || !t->slots) {
+    t->slots = aligned_alloc(OAG_CACHELINE, round_line((size_t)nslots * sizeof(struct oag_slot_hdr)));
+    t->pay = aligned_alloc(OAG_CACHELINE, round_line((size_t)nslots * slot_size));
+    if (!t->ctl || !t->slots || !t->pay) {
         fprintf(stderr, "out of memory\n");
         exit(1);
     }
     memset(t->ctl, 0, sizeof *t->ctl);
-    memset(t->slots, 0xee, (size_t)nslots * slot_size);
+    memset(t->slots, 0xee, (size_t)nslots * sizeof(struct oag_slot_hdr));
+    memset(t->pay, 0xee, (size_t)nslots * slot_size);
     t->nslots = nslots;
     t->slot_size = slot_size;
-    ring_side_init(&t->prod, t->ctl, t->slots, nslots, slot_size);
-    ring_side_init(&t->cons, t->ctl, t->slots, nslots, slot_size);
+    ring_side_init(&t->prod, t->ctl, t->slots, t->pay, nslots, slot_size);
+    ring_side_init(&t->cons, t->ctl, t->slots, t->pay, nslots, slot_size);
     /* Both sides adopt the published indices, as liboag does after mapping a lane. */
     oag_store_relaxed_u32(&t->ctl->prod, start);
     oag_store_relaxed_u32(&t->ctl->cons, start);
@@ -90,26 +92,29 @@ static void tr_fini(struct test_ring *t)
 {
     free(t->ctl);
     free(t->slots);
+    free(t->pay);
 }
 
 /* Payload pattern of message seq, len bytes. */
 static uint8_t pat(uint64_t seq, uint32_t i) { return (uint8_t)(seq * 131u + i * 7u + (seq >> 8)); }
 
-static void fill_slot(struct oag_slot_hdr *s, uint64_t seq, uint32_t len)
+static void fill_slot(const struct ring_side *r, uint32_t idx, uint64_t seq, uint32_t len)
 {
+    struct oag_slot_hdr *s = ring_slot(r, idx);
     s->ticket = seq;
     s->len = len;
     s->status = 0;
-    uint8_t *p = (uint8_t *)(s + 1);
+    uint8_t *p = ring_payload(r, idx);
     for (uint32_t i = 0; i < len; i++)
         p[i] = pat(seq, i);
 }
 
-static int slot_ok(const struct oag_slot_hdr *s, uint64_t seq, uint32_t len)
+static int slot_ok(const struct ring_side *r, uint32_t idx, uint64_t seq, uint32_t len)
 {
+    const struct oag_slot_hdr *s = ring_slot(r, idx);
     if (s->ticket != seq || s->len != len)
         return 0;
-    const uint8_t *p = (const uint8_t *)(s + 1);
+    const uint8_t *p = ring_payload(r, idx);
     for (uint32_t i = 0; i < len; i++)
         if (p[i] != pat(seq, i))
             return 0;
@@ -128,14 +133,14 @@ static void test_edges(void)
     for (uint32_t i = 0; i < 8; i++) {
         int sp = ring_prod_space(&t.prod, 1);
         CHECK_EQ(sp, (int)(8 - i));
-        fill_slot(ring_slot(&t.prod, t.prod.mine), i, 8);
+        fill_slot(&t.prod, t.prod.mine, i, 8);
         ring_prod_publish(&t.prod, 1);
         CHECK_EQ(oag_load_relaxed_u32(&t.ctl->prod), i + 1);
     }
     CHECK_EQ(ring_prod_space(&t.prod, 1), 0);
     CHECK_EQ(ring_cons_avail(&t.cons), 8);
     for (uint32_t i = 0; i < 8; i++)
-        CHECK(slot_ok(ring_slot(&t.cons, t.cons.mine + i), i, 8), "slot %u content", i);
+        CHECK(slot_ok(&t.cons, t.cons.mine + i, i, 8), "slot %u content", i);
     /* Nothing released yet: still full. */
     CHECK_EQ(ring_prod_space(&t.prod, 1), 0);
     ring_cons_release(&t.cons, 1);
@@ -150,7 +155,9 @@ static void test_edges(void)
     CHECK_EQ(ring_cons_avail(&t.cons), 0);
     /* Slot addressing wraps on the mask. */
     CHECK(ring_slot(&t.prod, 8) == ring_slot(&t.prod, 0), "slot 8 is slot 0");
-    CHECK((uint8_t *)ring_slot(&t.prod, 7) == t.slots + 7 * 64, "slot 7 address");
+    CHECK((uint8_t *)ring_slot(&t.prod, 7) == t.slots + 7 * 32, "slot 7 header address");
+    CHECK(ring_payload(&t.prod, 7) == t.pay + 7 * 64, "slot 7 payload address");
+    CHECK(ring_payload(&t.prod, 9) == t.pay + 64, "payload 9 is payload 1");
     tr_fini(&t);
 }
 
@@ -174,7 +181,7 @@ static void test_wrap(uint32_t start)
         if (n > (uint32_t)(sent % 7) + 1)
             n = (uint32_t)(sent % 7) + 1;
         for (uint32_t i = 0; i < n; i++, sent++)
-            fill_slot(ring_slot(&t.prod, t.prod.mine + i), sent, (uint32_t)(sent % 97));
+            fill_slot(&t.prod, t.prod.mine + i, sent, (uint32_t)(sent % 97));
         ring_prod_publish(&t.prod, n);
         if (sent % 3 == 0 && ring_prod_space(&t.prod, 16) > 0)
             continue; /* let it fill up sometimes */
@@ -184,7 +191,7 @@ static void test_wrap(uint32_t start)
             break;
         }
         for (int i = 0; i < av; i++, got++)
-            if (!slot_ok(ring_slot(&t.cons, t.cons.mine + (uint32_t)i), got, (uint32_t)(got % 97)))
+            if (!slot_ok(&t.cons, t.cons.mine + (uint32_t)i, got, (uint32_t)(got % 97)))
                 bad++;
         ring_cons_release(&t.cons, (uint32_t)av);
     }
@@ -204,13 +211,13 @@ static void test_batch(void)
     tr_init(&t, 64, 64, UINT32_MAX - 20);
     CHECK_EQ(ring_prod_space(&t.prod, 64), 64);
     for (uint32_t i = 0; i < 40; i++)
-        fill_slot(ring_slot(&t.prod, t.prod.mine + i), 1000 + i, 16);
+        fill_slot(&t.prod, t.prod.mine + i, 1000 + i, 16);
     /* Nothing is visible before the publish. */
     CHECK_EQ(ring_cons_avail(&t.cons), 0);
     ring_prod_publish(&t.prod, 40);
     CHECK_EQ(ring_cons_avail(&t.cons), 40);
     for (uint32_t i = 0; i < 40; i++)
-        CHECK(slot_ok(ring_slot(&t.cons, t.cons.mine + i), 1000 + i, 16), "slot %u", i);
+        CHECK(slot_ok(&t.cons, t.cons.mine + i, 1000 + i, 16), "slot %u", i);
     CHECK_EQ(ring_prod_space(&t.prod, 64), 24);
     ring_cons_release(&t.cons, 30);
     CHECK_EQ(ring_prod_space(&t.prod, 64), 54);
@@ -270,7 +277,7 @@ static void test_eproto(void)
     /* Producer side: consumer index ahead of the producer. */
     tr_init(&t, 8, 64, 0);
     for (uint32_t i = 0; i < 8; i++)
-        fill_slot(ring_slot(&t.prod, i), i, 4);
+        fill_slot(&t.prod, i, i, 4);
     ring_prod_publish(&t.prod, 8); /* full: the next space call must refresh */
     oag_store_relaxed_u32(&t.ctl->cons, 9);
     CHECK_EQ(ring_prod_space(&t.prod, 1), -EPROTO);
@@ -298,7 +305,7 @@ static void test_wake_flag(void)
     tr_init(&t, 8, 64, 0);
 
     /* Consumer awake: publishing never asks for a wake-up. */
-    fill_slot(ring_slot(&t.prod, 0), 0, 1);
+    fill_slot(&t.prod, 0, 0, 1);
     ring_prod_publish(&t.prod, 1);
     CHECK_EQ(ring_prod_needs_wake(&t.prod), 0);
 
@@ -311,11 +318,11 @@ static void test_wake_flag(void)
     /* Empty ring: safe to sleep; the next publish needs exactly one wake-up. */
     CHECK_EQ(ring_cons_prepare_sleep(&t.cons), 0);
     CHECK_EQ(oag_load_relaxed_u32(&t.ctl->waiting), 1);
-    fill_slot(ring_slot(&t.prod, 1), 1, 1);
+    fill_slot(&t.prod, 1, 1, 1);
     ring_prod_publish(&t.prod, 1);
     CHECK_EQ(ring_prod_needs_wake(&t.prod), 1);
     CHECK_EQ(oag_load_relaxed_u32(&t.ctl->waiting), 0);
-    fill_slot(ring_slot(&t.prod, 2), 2, 1);
+    fill_slot(&t.prod, 2, 2, 1);
     ring_prod_publish(&t.prod, 1);
     CHECK_EQ(ring_prod_needs_wake(&t.prod), 0); /* once per sleep */
     CHECK_EQ(ring_prod_needs_wake(&t.prod), 0);
@@ -327,7 +334,7 @@ static void test_wake_flag(void)
     CHECK_EQ(ring_cons_prepare_sleep(&t.cons), 0);
     ring_cons_awake(&t.cons);
     CHECK_EQ(oag_load_relaxed_u32(&t.ctl->waiting), 0);
-    fill_slot(ring_slot(&t.prod, 3), 3, 1);
+    fill_slot(&t.prod, 3, 3, 1);
     ring_prod_publish(&t.prod, 1);
     CHECK_EQ(ring_prod_needs_wake(&t.prod), 0);
 
@@ -401,7 +408,7 @@ static void *stress_producer(void *arg)
         if (batch > s->n - seq)
             batch = (uint32_t)(s->n - seq);
         for (uint32_t i = 0; i < batch; i++)
-            fill_slot(ring_slot(&s->t.prod, s->t.prod.mine + i), seq + i, stress_len(seq + i));
+            fill_slot(&s->t.prod, s->t.prod.mine + i, seq + i, stress_len(seq + i));
         ring_prod_publish(&s->t.prod, batch);
         seq += batch;
         if (ring_prod_needs_wake(&s->t.prod)) {
@@ -464,7 +471,7 @@ static void *stress_consumer(void *arg)
         }
         for (int i = 0; i < av; i++, seq++) {
             const struct oag_slot_hdr *h = ring_slot(&s->t.cons, s->t.cons.mine + (uint32_t)i);
-            if (!slot_ok(h, seq, stress_len(seq))) {
+            if (!slot_ok(&s->t.cons, s->t.cons.mine + (uint32_t)i, seq, stress_len(seq))) {
                 if (s->bad++ < 5)
                     fprintf(stderr, "stress: message %llu wrong (ticket %llu len %u)\n",
                             (unsigned long long)seq, (unsigned long long)h->ticket, h->len);
@@ -531,7 +538,7 @@ static void make_hdr(struct oag_lane_hdr *h, const struct oag_lane_geom *g)
     h->lane_id = 3;
     h->generation = 7;
     h->size = g->size;
-    h->slot_size = g->slot_size;
+    h->pay_stride = g->pay_stride;
     h->max_payload = g->max_payload;
     h->sub_slots = g->sub_slots;
     h->cmp_slots = g->cmp_slots;
@@ -540,6 +547,8 @@ static void make_hdr(struct oag_lane_hdr *h, const struct oag_lane_geom *g)
     h->cmp_ctl_off = g->cmp_ctl_off;
     h->sub_off = g->sub_off;
     h->cmp_off = g->cmp_off;
+    h->sub_pay_off = g->sub_pay_off;
+    h->cmp_pay_off = g->cmp_pay_off;
 }
 
 static void test_lane(void)
@@ -565,9 +574,9 @@ static void test_lane(void)
             CHECK_EQ(rc, 0);
             if (rc)
                 continue;
-            CHECK(g.slot_size % 64 == 0 && g.slot_size >= 32 + payloads[i] &&
-                      g.slot_size < 32 + payloads[i] + 64,
-                  "slot_size %u for payload %u", g.slot_size, payloads[i]);
+            CHECK(g.pay_stride % 64 == 0 && g.pay_stride >= payloads[i] &&
+                      g.pay_stride < payloads[i] + 64,
+                  "pay_stride %u for payload %u", g.pay_stride, payloads[i]);
             CHECK(g.max_payload == payloads[i] && g.sub_slots == slots[j] &&
                       g.cmp_slots == slots[j], "geometry echoes its inputs");
             CHECK(g.state_off == OAG_LANE_STATE_OFF && g.state_off >= sizeof(struct oag_lane_hdr),
@@ -576,12 +585,18 @@ static void test_lane(void)
                       g.sub_ctl_off % 64 == 0, "sub_ctl_off %u", g.sub_ctl_off);
             CHECK(g.cmp_ctl_off >= g.sub_ctl_off + sizeof(struct oag_ring_ctl) &&
                       g.cmp_ctl_off % 64 == 0, "cmp_ctl_off %u", g.cmp_ctl_off);
-            CHECK(g.sub_off >= g.cmp_ctl_off + sizeof(struct oag_ring_ctl) && g.sub_off % 4096 == 0,
+            CHECK(g.sub_off >= g.cmp_ctl_off + sizeof(struct oag_ring_ctl) && g.sub_off % 64 == 0,
                   "sub_off %llu", (unsigned long long)g.sub_off);
-            CHECK(g.cmp_off >= g.sub_off + (uint64_t)g.sub_slots * g.slot_size,
-                  "cmp_off %llu overlaps submission slots", (unsigned long long)g.cmp_off);
-            CHECK(g.size >= g.cmp_off + (uint64_t)g.cmp_slots * g.slot_size && g.size % 4096 == 0,
-                  "size %llu", (unsigned long long)g.size);
+            CHECK(g.cmp_off >= g.sub_off + (uint64_t)g.sub_slots * 32 && g.cmp_off % 64 == 0,
+                  "cmp_off %llu overlaps submission headers", (unsigned long long)g.cmp_off);
+            CHECK(g.sub_pay_off >= g.cmp_off + (uint64_t)g.cmp_slots * 32 &&
+                      g.sub_pay_off % 4096 == 0,
+                  "sub_pay_off %llu", (unsigned long long)g.sub_pay_off);
+            CHECK(g.cmp_pay_off >= g.sub_pay_off + (uint64_t)g.sub_slots * g.pay_stride &&
+                      g.cmp_pay_off % 4096 == 0,
+                  "cmp_pay_off %llu overlaps submission payloads", (unsigned long long)g.cmp_pay_off);
+            CHECK(g.size >= g.cmp_pay_off + (uint64_t)g.cmp_slots * g.pay_stride &&
+                      g.size % 4096 == 0, "size %llu", (unsigned long long)g.size);
         }
     }
 
@@ -610,9 +625,9 @@ static void test_lane(void)
     TAMPER(size, g.size + 4096);
     TAMPER(size, g.size - 4096);
     TAMPER(size, 0);
-    TAMPER(slot_size, g.slot_size + 64);
-    TAMPER(slot_size, g.slot_size - 64);
-    TAMPER(slot_size, 0);
+    TAMPER(pay_stride, g.pay_stride + 64);
+    TAMPER(pay_stride, g.pay_stride - 64);
+    TAMPER(pay_stride, 0);
     TAMPER(max_payload, 0);
     TAMPER(max_payload, 8192);
     TAMPER(max_payload, OAG_MAX_PAYLOAD_LIMIT + 1);
@@ -630,6 +645,12 @@ static void test_lane(void)
     TAMPER(sub_off, g.cmp_off);
     TAMPER(sub_off, 0);
     TAMPER(sub_off, g.sub_off + 4096);
+    TAMPER(sub_pay_off, g.cmp_pay_off);
+    TAMPER(sub_pay_off, g.sub_pay_off + 4096);
+    TAMPER(sub_pay_off, 0);
+    TAMPER(cmp_pay_off, g.sub_pay_off);
+    TAMPER(cmp_pay_off, g.cmp_pay_off - 4096);
+    TAMPER(cmp_pay_off, UINT64_MAX - 4095);
     TAMPER(cmp_off, g.sub_off);
     TAMPER(cmp_off, g.size);
     TAMPER(cmp_off, UINT64_MAX - 4095);

@@ -215,9 +215,11 @@ static int map_lane(oag_client *c, int fd, const struct oag_welcome *w)
     }
     c->state = (struct oag_latch_agent *)(c->lane + c->hdr.state_off);
     ring_side_init(&c->sub, (struct oag_ring_ctl *)(c->lane + c->hdr.sub_ctl_off),
-                   c->lane + c->hdr.sub_off, c->hdr.sub_slots, c->hdr.slot_size);
+                   c->lane + c->hdr.sub_off, c->lane + c->hdr.sub_pay_off, c->hdr.sub_slots,
+                   c->hdr.pay_stride);
     ring_side_init(&c->cmp, (struct oag_ring_ctl *)(c->lane + c->hdr.cmp_ctl_off),
-                   c->lane + c->hdr.cmp_off, c->hdr.cmp_slots, c->hdr.slot_size);
+                   c->lane + c->hdr.cmp_off, c->lane + c->hdr.cmp_pay_off, c->hdr.cmp_slots,
+                   c->hdr.pay_stride);
     /* A fresh lane starts at zero; adopt whatever the supervisor initialised. */
     c->sub.mine = c->sub.peer = oag_load_acquire_u32(&c->sub.ctl->prod);
     c->cmp.mine = c->cmp.peer = oag_load_acquire_u32(&c->cmp.ctl->cons);
@@ -488,9 +490,8 @@ OAG_EXPORT int oag_submit_ex(oag_client *c, const void *in, size_t in_len,
     }
     if (rc)
         return rc;
-    struct oag_slot_hdr *s = ring_slot(&c->sub, c->sub.mine);
-    memcpy(s + 1, in, in_len);
-    fill_and_publish(c, s, in_len, opts, ticket);
+    memcpy(ring_payload(&c->sub, c->sub.mine), in, in_len);
+    fill_and_publish(c, ring_slot(&c->sub, c->sub.mine), in_len, opts, ticket);
     return 0;
 }
 
@@ -509,7 +510,7 @@ OAG_EXPORT int oag_reserve(oag_client *c, size_t len, void **buf)
     if (rc)
         return rc;
     c->reserved = 1;
-    *buf = ring_slot(&c->sub, c->sub.mine) + 1;
+    *buf = ring_payload(&c->sub, c->sub.mine);
     return 0;
 }
 
@@ -635,12 +636,13 @@ static int take(oag_client *c, oag_completion *done, int max, int avail)
 {
     int n = avail < max ? avail : max;
     for (int i = 0; i < n; i++) {
-        const struct oag_slot_hdr *s = ring_slot(&c->cmp, c->cmp.mine + c->held + (uint32_t)i);
+        uint32_t idx = c->cmp.mine + c->held + (uint32_t)i;
+        const struct oag_slot_hdr *s = ring_slot(&c->cmp, idx);
         uint32_t len = s->len;
         done[i].ticket = s->ticket;
         done[i].status = s->status;
         done[i].len = len <= c->hdr.max_payload ? len : 0;
-        done[i].data = s + 1;
+        done[i].data = ring_payload(&c->cmp, idx);
     }
     c->held += (uint32_t)n;
     c->outstanding -= (uint32_t)n < c->outstanding ? (uint32_t)n : c->outstanding;

@@ -87,6 +87,9 @@
 #ifndef CU_GREEN_SMS
 #define CU_GREEN_SMS 0u
 #endif
+#ifndef CU_DMA_MIN
+#define CU_DMA_MIN (128u << 10) /* a run of adjacent rows this long goes by the copy engines */
+#endif
 #define CU_RETRY_NS 100000000L    /* after a reset, retry bringing the device back this often */
 #define CU_LOST_NS 10000000000L   /* until this long has passed: then -ENODEV, retries each 1 s */
 #define CU_LOST_RETRY_NS 1000000000L
@@ -109,6 +112,15 @@ struct cu_layer_dev {
     float *lnw;     /* layernorm weight, float32 */
 };
 
+/* Runs of rows by pointer that the copy engines move: one 1-D transfer each, all of a batch's
+ * runs one way in one cudaMemcpyBatchAsync. Up to max_batch entries. */
+struct cu_runs {
+    void **dst;
+    const void **src;
+    size_t *size;
+    uint32_t n;
+};
+
 struct cu_slot {
     cudaStream_t st;
     cudaEvent_t done;
@@ -125,6 +137,8 @@ struct cu_slot {
                                       device_build); device address tab_dev */
     struct cu_rowtab *tab_dev;
     size_t tab_len;
+    struct cu_runs run_in, run_out; /* this batch's runs by copy engine (submitting thread) */
+    uint32_t kern_rows;             /* rows the gather or scatter kernel still moves */
     /* The batch in this slot. Written by the submitting thread before the hand-off (under mu),
      * then by the completion thread until its release store of done_seq. */
     struct oag_batch *b;
@@ -158,6 +172,11 @@ struct oag_engine {
                                       device's greatest stream priority, GEMMs at the least, so
                                       rows cross the bus while other batches compute */
     int prio_hi;                   /* that priority (device_build), 0: none to give */
+    uint32_t dma_min;              /* OAG_CUDA_DMA_MIN: bytes from which a run of rows adjacent
+                                      in host memory (consecutive slots of a lane) goes by the
+                                      copy engines instead of the kernels; 0: never */
+    uint64_t dma_rows, kern_rows;  /* rows by pointer moved each way (in + out), by which */
+    uint64_t dma_ops;              /* transfers (runs) the copy engines were given */
     unsigned green_sms;            /* OAG_CUDA_GREEN_SMS: SMs of the copy kernels' own
                                       partition (green.h), 0: they share every SM */
     struct cu_green *green;        /* that partition while the device is built, or NULL */
@@ -547,11 +566,15 @@ static void slot_teardown(struct oag_engine *e, struct cu_slot *s, int live)
     int rc = s->rc;
     struct cu_rowtab *tab = s->tab;
     size_t tab_len = s->tab_len;
+    struct cu_runs run_in = s->run_in, run_out = s->run_out;
     memset(s, 0, sizeof *s);
     s->b = b;
     s->rc = rc;
     s->tab = tab; /* the mapping is the engine's for its life; only its registration goes */
     s->tab_len = tab_len;
+    s->run_in = run_in; /* host arrays, the engine's for its life */
+    s->run_out = run_out;
+    s->run_in.n = s->run_out.n = 0;
     (void)e;
 }
 
@@ -1001,6 +1024,8 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
     e->row_prio = !v || *v != '0';
     v = getenv("OAG_CUDA_ROW_BLOCKS");
     e->row_blocks = v ? (unsigned)atoi(v) : CU_ROW_BLOCKS;
+    v = getenv("OAG_CUDA_DMA_MIN");
+    e->dma_min = v ? (uint32_t)strtoul(v, NULL, 10) : CU_DMA_MIN;
     v = getenv("OAG_CUDA_SPIN_US");
     e->spin_cap_ns = (v ? atol(v) : 1000) * 1000L;
     pthread_mutex_init(&e->mu, NULL);
@@ -1059,6 +1084,16 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
             goto fail;
         }
         sl->tab = t;
+        struct cu_runs *rr[2] = { &sl->run_in, &sl->run_out };
+        for (int k = 0; k < 2; k++) {
+            rr[k]->dst = calloc(mb, sizeof(void *));
+            rr[k]->src = calloc(mb, sizeof(void *));
+            rr[k]->size = calloc(mb, sizeof(size_t));
+            if (!rr[k]->dst || !rr[k]->src || !rr[k]->size) {
+                rc = -ENOMEM;
+                goto fail;
+            }
+        }
     }
     if ((rc = device_build(e, 0)))
         goto fail;
@@ -1099,8 +1134,15 @@ static void cuda_destroy(struct oag_engine *e)
         free(h);
     }
     for (uint32_t i = 0; i < CU_SLOTS; i++) {
-        if (e->slot[i].tab)
-            munmap(e->slot[i].tab, e->slot[i].tab_len);
+        struct cu_slot *sl = &e->slot[i];
+        if (sl->tab)
+            munmap(sl->tab, sl->tab_len);
+        struct cu_runs *rr[2] = { &sl->run_in, &sl->run_out };
+        for (int k = 0; k < 2; k++) {
+            free(rr[k]->dst);
+            free((void *)rr[k]->src);
+            free(rr[k]->size);
+        }
     }
     if (e->efd >= 0)
         close(e->efd);
@@ -1158,6 +1200,72 @@ static void cuda_host_free(struct oag_engine *e, void *p)
     cu_log(e, "host_free: %p was not allocated here", p);
 }
 
+/* Rows adjacent in host memory (consecutive slots of one lane: their payloads are contiguous)
+ * form a run; a run of at least dma_min bytes goes by the copy engines as one transfer, its rows
+ * leave the gather (scatter) table. Fills the slot's run lists one way: rows by pointer ptr[],
+ * their table tab[] (NULLed for the rows moved), dev the batch buffer, row bytes per row.
+ * Returns the rows moved. */
+static uint32_t runs_one_way(struct cu_runs *rl, const void **tab, const uint8_t *const *ptr,
+                             uint8_t *dev, uint32_t n, uint32_t row, uint32_t dma_min, int h2d)
+{
+    uint32_t moved = 0;
+    rl->n = 0;
+    for (uint32_t i = 0; i < n;) {
+        if (!tab[i]) {
+            i++;
+            continue;
+        }
+        uint32_t j = i + 1;
+        while (j < n && tab[j] && ptr[j] == ptr[j - 1] + row)
+            j++;
+        if ((size_t)(j - i) * row >= dma_min) {
+            uint8_t *d = dev + (size_t)i * row;
+            rl->dst[rl->n] = h2d ? (void *)d : (void *)ptr[i];
+            rl->src[rl->n] = h2d ? (const void *)ptr[i] : (const void *)d;
+            rl->size[rl->n] = (size_t)(j - i) * row;
+            rl->n++;
+            for (uint32_t k = i; k < j; k++)
+                tab[k] = NULL;
+            moved += j - i;
+        }
+        i = j;
+    }
+    return moved;
+}
+
+static void plan_runs(struct oag_engine *e, struct cu_slot *s, const struct oag_batch *b)
+{
+    const void **tin = s->tab->ptr, **tout = s->tab->ptr + e->max_batch;
+    uint32_t ok = 0;
+    for (uint32_t i = 0; i < b->n; i++)
+        ok += tin[i] != NULL;
+    s->run_in.n = s->run_out.n = 0;
+    uint32_t in_dma = 0, out_dma = 0;
+    if (e->dma_min) {
+        in_dma = runs_one_way(&s->run_in, tin, b->in_ptr, s->buf[CU_XIN], b->n, e->in_bytes,
+                              e->dma_min, 1);
+        out_dma = runs_one_way(&s->run_out, tout, (const uint8_t *const *)b->out_ptr,
+                               s->buf[CU_YOUT], b->n, e->out_bytes, e->dma_min, 0);
+    }
+    s->kern_rows = 2 * ok - in_dma - out_dma;
+    e->dma_rows += in_dma + out_dma;
+    e->dma_ops += s->run_in.n + s->run_out.n;
+    e->kern_rows += s->kern_rows;
+}
+
+/* One way's runs, on the slot's stream. */
+static cudaError_t runs_copy(struct cu_slot *s, const struct cu_runs *rl)
+{
+    if (!rl->n)
+        return cudaSuccess;
+    struct cudaMemcpyAttributes at;
+    memset(&at, 0, sizeof at);
+    at.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+    at.flags = cudaMemcpyFlagPreferOverlapWithCompute;
+    size_t idx = 0;
+    return cudaMemcpyBatchAsync(rl->dst, rl->src, rl->size, rl->n, &at, &idx, 1, s->st);
+}
+
 /* Enqueues batch b on slot s. Returns 0 or a negative errno (logged). */
 static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
 {
@@ -1175,7 +1283,11 @@ static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
     if (b->n && b->in_ptr) {
         if (fault == OAG_CUDA_FAULT_LAUNCH)
             CU_TRY(e, cu_launch_fault_badconfig(s->st), "injected launch");
-        if (e->green) {
+        CU_TRY(e, runs_copy(s, &s->run_in), "input runs");
+        if (!s->kern_rows) {
+            /* every row by the copy engines: the plan alone, on every SM */
+            CU_TRY(e, cudaGraphLaunch(s->graph[bucket_of(e, b->n)], s->st), "graph launch");
+        } else if (e->green) {
             int rc = run_ptr_plan(e, s, b->n, 1);
             if (rc)
                 return rc;
@@ -1184,6 +1296,7 @@ static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
         }
         if (fault == OAG_CUDA_FAULT_TRAP)
             CU_TRY(e, cu_launch_fault_trap(s->st), "injected trap");
+        CU_TRY(e, runs_copy(s, &s->run_out), "output runs");
     } else if (b->n) {
         if (b->in_stride == e->in_bytes)
             CU_TRY(e, cudaMemcpyAsync(s->buf[CU_XIN], b->in, (size_t)b->n * e->in_bytes,
@@ -1272,6 +1385,9 @@ static int cuda_submit(struct oag_engine *e, struct oag_batch *b)
             tout[i] = ok ? b->out_ptr[i] : NULL;
         }
         s->tab->n = b->n;
+        plan_runs(e, s, b);
+    } else {
+        s->run_in.n = s->run_out.n = 0;
     }
     b->whole_rc = 0;
     s->b = b;
@@ -1379,6 +1495,8 @@ void oag__cuda_stats(struct oag_engine *e, struct oag_cuda_stats *out)
     out->failed = atomic_load(&e->failed);
     out->slot_rebuilds = e->slot_rebuilds;
     out->resets = e->resets;
+    out->dma_rows = e->dma_rows;
+    out->kern_rows = e->kern_rows;
     out->nbuckets = e->nbuckets;
     memcpy(out->buckets, e->buckets, e->nbuckets * sizeof e->buckets[0]);
 }
@@ -1392,6 +1510,9 @@ static int cuda_stats(struct oag_engine *e, struct oag_engine_stats *st)
     st->mem_used = (uint64_t)(total_b - free_b);
     st->mem_total = (uint64_t)total_b;
     st->device_ns = atomic_load(&e->gpu_ns);
+    st->rows_dma = e->dma_rows; /* submitting thread's counters: the caller's own thread */
+    st->rows_kern = e->kern_rows;
+    st->dma_ops = e->dma_ops;
     return 0;
 }
 

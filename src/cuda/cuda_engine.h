@@ -28,6 +28,8 @@ void oag__cuda_fault_next(struct oag_engine *e, enum oag_cuda_fault kind);
 /* Counters for tests: batches failed, slot rebuilds, full device resets. */
 struct oag_cuda_stats {
     uint64_t batches, failed, slot_rebuilds, resets;
+    uint64_t dma_rows, kern_rows; /* rows by pointer moved (each way counts) by the copy
+                                     engines (runs, OAG_CUDA_DMA_MIN) and by the kernels */
     uint32_t nbuckets;
     uint32_t buckets[32];
 };

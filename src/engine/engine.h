@@ -56,6 +56,9 @@ struct oag_engine_stats {
     uint64_t mem_used;             /* bytes in use on the engine's device (all users) */
     uint64_t mem_total;            /* bytes the device has */
     uint64_t device_ns;            /* device time of batches so far, if measured (else 0) */
+    uint64_t rows_dma, rows_kern;  /* rows by pointer moved (each way counted) by the copy
+                                      engines and by copy kernels (engines that move them) */
+    uint64_t dma_ops;              /* copy-engine transfers those rows took (runs) */
 };
 
 struct oag_engine_ops {

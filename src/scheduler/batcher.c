@@ -214,7 +214,8 @@ static void lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx, uin
     struct oag_slot_hdr h = { .ticket = ticket, .len = len, .status = status };
     memcpy(slot, &h, sizeof h);
     if (len && data)
-        add_copy(&s->bat, slot + 1, data, len); /* copied before the lane is published */
+        add_copy(&s->bat, ring_payload(&l->cmp, cidx), data, len); /* copied before the lane
+                                                                     is published */
     l->flags[cidx & l->cmp.mask] |= F_READY;
     l->tasks_done++;
     s->tasks_done++;
@@ -382,9 +383,17 @@ int batcher_collect(struct sup *s)
     int total = 0;
     if (s->nactive == 0 || !s->ready)
         return 0;
-    uint32_t quantum = s->cfg.max_batch / s->nactive;
-    if (quantum < 8)
-        quantum = 8;
+    /* A lane's tasks taken in one visit sit together in the queue, and so in a batch: with rows
+     * by pointer they are adjacent in the lane, and the engine moves such a run as one transfer
+     * (one call per run: the fewer, the less host time per batch). So take up to 32 at a time
+     * where batches are large enough for that to stay fair within a few batches. */
+    uint32_t quantum = s->cfg.intake_quantum;
+    if (!quantum) {
+        quantum = s->cfg.max_batch / s->nactive;
+        uint32_t floor = s->cfg.max_batch >= 128 ? 32 : 8;
+        if (quantum < floor)
+            quantum = floor;
+    }
     uint64_t now = now_ns();
     /* Sweep until the queues are full or a whole sweep found nothing. */
     uint32_t idle = 0;
@@ -561,13 +570,13 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
                 t->cidx = lane_assign(s, l, copy.idx);
                 t->mem = l->mem;
                 l->mem->refs++;
-                bs->b.in_ptr[rows] = (const uint8_t *)(ring_slot(&l->sub, copy.idx) + 1);
-                bs->b.out_ptr[rows] = (uint8_t *)(ring_slot(&l->cmp, t->cidx) + 1);
+                bs->b.in_ptr[rows] = ring_payload(&l->sub, copy.idx);
+                bs->b.out_ptr[rows] = ring_payload(&l->cmp, t->cidx);
             } else {
                 /* The payload's only copy: from the agent's slot into the engine's buffer (run
                  * below, before the slots are handed back). */
                 uint8_t *in = bs->b.in + (size_t)rows * bs->b.in_stride;
-                add_copy(bt, in, ring_slot(&l->sub, copy.idx) + 1, copy.len);
+                add_copy(bt, in, ring_payload(&l->sub, copy.idx), copy.len);
                 if (bs->b.in_ptr) {
                     bs->b.in_ptr[rows] = in;
                     bs->b.out_ptr[rows] = bs->b.out + (size_t)rows * bs->b.out_stride;

@@ -446,6 +446,7 @@ enum {
     O_RDELAY, O_RMAX, O_RBURST, O_RWINDOW, O_STOP, O_ALLOW_UID, O_ALLOW_GID, O_SOCK_MODE,
     O_LOG_DIR, O_LOG_MAX, O_LOG_KEEP, O_EXIT_FLEET, O_GPUS, O_THREADS, O_PREFERRED, O_MAX_QUEUE,
     O_IN_ORDER, O_COPY_THREADS, O_METRICS, O_COPY_ROWS, O_INSTANCES, O_AGENT_NICE, O_WAKERS,
+    O_QUANTUM,
     O_LISTEN, O_ADVERTISE, O_CURVE_SECRET, O_CURVE_ALLOWED, O_ETCD, O_ETCD_PREFIX, O_ETCD_TTL,
     O_FORWARD, O_NET_LANES, O_NET_BATCH_MAX, O_NET_BATCH_DELAY, O_NET_WINDOW, O_NET_FRAME_MAX, O_NET_HWM,
 };
@@ -486,6 +487,10 @@ static const struct opt opts[] = {
     { "max-queue", O_MAX_QUEUE, "N", set_u32, 1, 1u << 24, OFF(max_queue), 0,
       "tasks queued in the supervisor, all agents together (default\n"
       "4096); when full, submits fail at once with -EBUSY" },
+    { "intake-quantum", O_QUANTUM, "N", set_u32, 0, OAG_MAX_SLOTS, OFF(intake_quantum), 0,
+      "tasks taken from one agent's lane per round-robin sweep, at\n"
+      "most (default 0: max batch / agents, at least 8, and at least\n"
+      "32 when the max batch is 128 or more)" },
     { "in-order", O_IN_ORDER, NULL, set_switch, 0, 0, OFF(in_order), 0,
       "complete each agent's tasks in submission order" },
     { "copy-rows", O_COPY_ROWS, NULL, set_switch, 0, 0, OFF(copy_rows), 0,

@@ -109,7 +109,7 @@ static void status(struct sup *s, struct out *o, int json)
                 "\"tasks_failed\":%llu,\"engine_errors\":%llu,\"busy_events\":%llu,"
                 "\"copy_rows\":%s,\"wakes\":%llu,\"wakes_by_thread\":%llu,"
                 "\"batches_retried\":%llu,\"waker_threads\":%d,\"agent_nice\":%d,"
-                "\"agents\":[",
+                "\"intake_quantum\":%u,\"agents\":[",
              (int)getpid(), s->cfg.name, s->engine_ops->name, up, (unsigned long long)s->tasks_done,
              (unsigned long long)s->bat.batches, (unsigned long long)s->bat.dropped,
              (unsigned long long)s->bat.timed_out, (unsigned long long)s->cut_offs,
@@ -122,7 +122,8 @@ static void status(struct sup *s, struct out *o, int json)
              (unsigned long long)s->bat.failed, (unsigned long long)s->bat.engine_errors,
              (unsigned long long)s->bat.busy_events, s->cfg.copy_rows ? "true" : "false",
              (unsigned long long)s->bat.wakes, (unsigned long long)s->bat.wakes_handed,
-             (unsigned long long)s->bat.retried, s->wakers.n, s->cfg.agent_nice);
+             (unsigned long long)s->bat.retried, s->wakers.n, s->cfg.agent_nice,
+             s->cfg.intake_quantum);
     } else {
         outf(o, "supervisor pid %d name %s engine %s up %.1fs tasks %llu batches %llu "
                 "(avg %.1f) lanes %u fleet %d\n",
@@ -138,9 +139,9 @@ static void status(struct sup *s, struct out *o, int json)
         outf(o, "wake-ups %llu (%llu by %d waker threads); agents at nice +%d\n",
              (unsigned long long)s->bat.wakes, (unsigned long long)s->bat.wakes_handed,
              s->wakers.n, s->cfg.agent_nice);
-        outf(o, "batcher max-batch %u max-delay-us %u max-queue %u%s; queued %u; "
-                "avg queue %.1f us, avg compute %.1f us per batch\n",
-             s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_queue,
+        outf(o, "batcher max-batch %u max-delay-us %u max-queue %u intake-quantum %u%s; "
+                "queued %u; avg queue %.1f us, avg compute %.1f us per batch\n",
+             s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_queue, s->cfg.intake_quantum,
              s->cfg.in_order ? " in-order" : "", s->bat.npend,
              s->bat.tasks_total ? (double)s->bat.queue_ns / 1e3 / (double)s->bat.tasks_total : 0.0,
              s->bat.batches ? (double)s->bat.compute_ns / 1e3 / (double)s->bat.batches : 0.0);

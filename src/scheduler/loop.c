@@ -227,9 +227,11 @@ static void profile_dump(struct sup *s)
         struct oag_engine_stats st = { 0 };
         if (in->ops->stats)
             in->ops->stats(in->e, &st);
-        fprintf(f, "; inst %u: batches %llu rows %llu busy %.3f s device %.3f s", i,
+        fprintf(f, "; inst %u: batches %llu rows %llu busy %.3f s device %.3f s rows by copy "
+                   "engine %llu (%llu transfers) by kernel %llu", i,
                 (unsigned long long)in->batches, (unsigned long long)in->rows,
-                in->busy_ns / 1e9, st.device_ns / 1e9);
+                in->busy_ns / 1e9, st.device_ns / 1e9, (unsigned long long)st.rows_dma,
+                (unsigned long long)st.dma_ops, (unsigned long long)st.rows_kern);
     }
     fprintf(f, "\n");
     fclose(f);

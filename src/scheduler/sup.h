@@ -62,6 +62,7 @@ struct sup_config {
     int instances;             /* engine instances of a backend without devices (cpu, identity) */
     int copy_threads;          /* row-copy helpers for large batches (-1: by core count) */
     int waker_threads;         /* threads writing agents' wake-ups (-1: by core count) */
+    uint32_t intake_quantum;   /* tasks per lane per intake sweep (0: auto, batcher.c) */
     int agent_nice;            /* agents run this many nice levels below the supervisor */
     const char *config_path;   /* --config FILE, or NULL */
     uint64_t log_max_bytes;    /* --log-dir: rotate agent-ID.log before it exceeds this */

@@ -24,11 +24,16 @@
  *      256               struct oag_latch_agent  agent state (agent writes, supervisor reads)
  *      sub_ctl_off       struct oag_ring_ctl     submission ring indices (agent -> supervisor)
  *      cmp_ctl_off       struct oag_ring_ctl     completion ring indices (supervisor -> agent)
- *      sub_off           sub_slots x slot_size   submission slots
- *      cmp_off           cmp_slots x slot_size   completion slots
+ *      sub_off           sub_slots x 32          submission slot headers
+ *      cmp_off           cmp_slots x 32          completion slot headers
+ *      sub_pay_off       sub_slots x pay_stride  submission payloads (page aligned)
+ *      cmp_pay_off       cmp_slots x pay_stride  completion payloads (page aligned)
  *
- *    A slot is struct oag_slot_hdr (32 bytes) followed by up to max_payload bytes; slot_size is
- *    a multiple of 64.
+ *    Slot i is struct oag_slot_hdr i of its header array and payload i of its payload array (up
+ *    to max_payload bytes; pay_stride is max_payload rounded up to 64). Payloads sit apart from
+ *    the headers so that consecutive slots' payloads are one contiguous range when a task fills
+ *    its payload (rows of a model whose row is a multiple of 64 bytes): the engine moves a run of
+ *    them with one copy-engine transfer instead of a copy per row (ABI 2).
  */
 #ifndef OAG_SHM_LAYOUT_H
 #define OAG_SHM_LAYOUT_H
@@ -40,7 +45,7 @@
 
 #define OAG_REGION_MAGIC 0x4f414752u /* "OAGR" */
 #define OAG_LANE_MAGIC   0x4f41474cu /* "OAGL" */
-#define OAG_ABI_VERSION  1u
+#define OAG_ABI_VERSION  2u
 
 /* ---- region ---------------------------------------------------------------------------- */
 
@@ -106,7 +111,7 @@ struct oag_lane_hdr {
     uint32_t lane_id;
     uint32_t generation;   /* bumps each time the lane id is handed to a new connection */
     uint64_t size;         /* bytes of the whole lane */
-    uint32_t slot_size;    /* bytes per slot, header included, multiple of 64 */
+    uint32_t pay_stride;   /* bytes from one slot's payload to the next, multiple of 64 */
     uint32_t max_payload;
     uint32_t sub_slots;    /* power of two */
     uint32_t cmp_slots;    /* power of two */
@@ -114,9 +119,11 @@ struct oag_lane_hdr {
     uint32_t sub_ctl_off;
     uint32_t cmp_ctl_off;
     uint32_t pad0;
-    uint64_t sub_off;
+    uint64_t sub_off;      /* slot headers */
     uint64_t cmp_off;
-    uint8_t pad[184];
+    uint64_t sub_pay_off;  /* payloads */
+    uint64_t cmp_pay_off;
+    uint8_t pad[168];
 };
 _Static_assert(sizeof(struct oag_lane_hdr) == 256, "lane header ABI");
 
@@ -158,7 +165,7 @@ _Static_assert(sizeof(struct oag_ring_ctl) == 3 * OAG_CACHELINE, "ring ctl ABI")
 _Static_assert(offsetof(struct oag_ring_ctl, cons) == OAG_CACHELINE, "ring ctl ABI");
 _Static_assert(offsetof(struct oag_ring_ctl, waiting) == 2 * OAG_CACHELINE, "ring ctl ABI");
 
-/* Slot header: the producer fills it and the payload, then publishes prod. */
+/* Slot header: the producer fills it and the slot's payload, then publishes prod. */
 struct oag_slot_hdr {
     uint64_t ticket;       /* agent's ticket, echoed back in the completion */
     uint32_t len;          /* payload bytes, <= max_payload */
@@ -175,9 +182,9 @@ _Static_assert(offsetof(struct oag_slot_hdr, len) == 8, "slot header ABI");
 
 /* Geometry of a lane for the given parameters; returns 0 or -EINVAL if they are out of range. */
 struct oag_lane_geom {
-    uint32_t slot_size, max_payload, sub_slots, cmp_slots;
+    uint32_t pay_stride, max_payload, sub_slots, cmp_slots;
     uint32_t state_off, sub_ctl_off, cmp_ctl_off;
-    uint64_t sub_off, cmp_off, size;
+    uint64_t sub_off, cmp_off, sub_pay_off, cmp_pay_off, size;
 };
 int oag_lane_geom(struct oag_lane_geom *g, uint32_t max_payload, uint32_t slots);
 

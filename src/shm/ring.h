@@ -35,27 +35,36 @@
 
 struct ring_side {
     struct oag_ring_ctl *ctl;
-    uint8_t *slots;       /* base of slot array */
+    uint8_t *slots;       /* base of the slot header array */
+    uint8_t *pay;         /* base of the payload array */
     uint32_t mask;        /* slots - 1 */
-    uint32_t slot_size;
+    uint32_t pay_stride;
     uint32_t mine;        /* private copy of the index this side owns (prod or cons) */
     uint32_t peer;        /* last validated copy of the peer's index */
 };
 
-static inline void ring_side_init(struct ring_side *r, struct oag_ring_ctl *ctl, uint8_t *slots,
-                                  uint32_t nslots, uint32_t slot_size)
+static inline void ring_side_init(struct ring_side *r, struct oag_ring_ctl *ctl, uint8_t *hdrs,
+                                  uint8_t *pay, uint32_t nslots, uint32_t pay_stride)
 {
     r->ctl = ctl;
-    r->slots = slots;
+    r->slots = hdrs;
+    r->pay = pay;
     r->mask = nslots - 1;
-    r->slot_size = slot_size;
+    r->pay_stride = pay_stride;
     r->mine = 0;
     r->peer = 0;
 }
 
+/* Slot idx's header and payload (idx is a free-running index). */
 static inline struct oag_slot_hdr *ring_slot(const struct ring_side *r, uint32_t idx)
 {
-    return (struct oag_slot_hdr *)(r->slots + (uint64_t)(idx & r->mask) * r->slot_size);
+    return (struct oag_slot_hdr *)(r->slots + (uint64_t)(idx & r->mask) *
+                                                  sizeof(struct oag_slot_hdr));
+}
+
+static inline uint8_t *ring_payload(const struct ring_side *r, uint32_t idx)
+{
+    return r->pay + (uint64_t)(idx & r->mask) * r->pay_stride;
 }
 
 /* ---- producer side --------------------------------------------------------------------- */

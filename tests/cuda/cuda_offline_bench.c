@@ -15,8 +15,8 @@
  *   engine us    one batch: submit(), poll() on event_fd(), reap(); median of RUNS
  *   pipe items/s the engine kept full (max_inflight batches in flight) for RUNS batches
  *   ptr items/s  the same with rows by pointer (batches up to PTR_MAX rows): every row in its own
- *                slot of a registered region laid out like 64 agents' lanes (a 32-byte header,
- *                then the row), a batch taking 8 consecutive slots from each lane in turn, as
+ *                slot of a registered region laid out like 64 agents' lanes (payload arrays:
+ *                consecutive slots' rows adjacent), a batch taking 8 consecutive slots from each lane in turn, as
  *                the batcher does; the ratio ptr/pipe is what moving rows by the gather and
  *                scatter kernels costs the device, with no supervisor or agent involved.
  *                $OAG_BENCH_REGION picks the region's memory: shared (default: MAP_SHARED
@@ -58,7 +58,7 @@ static void ptr_place(struct oag_batch *b, uint8_t *region, size_t half, uint32_
     for (uint32_t r = 0; r < n; r++) {
         uint32_t lane = (r / 8) % PTR_LANES;
         uint32_t k = j * (PTR_MAX / PTR_LANES) + (r / (8 * PTR_LANES)) * 8 + r % 8;
-        size_t off = ((size_t)lane * per_lane + k) * slot + 32;
+        size_t off = ((size_t)lane * per_lane + k) * slot;
         b->in_ptr[r] = region + off;
         b->out_ptr[r] = region + half + off;
     }
@@ -123,7 +123,7 @@ static void bench_model(const char *name, uint32_t width, uint32_t nlin, int run
      * pointers (ip, op) are only in place while that column is measured. */
     const uint8_t **ip[NB] = { 0 };
     uint8_t **op[NB] = { 0 };
-    uint32_t slot = (32 + width * 4 + 63) & ~63u;
+    uint32_t slot = (width * 4 + 63) & ~63u; /* a lane's payload stride */
     size_t half = (size_t)3 * PTR_MAX * slot;
     const char *kind = getenv("OAG_BENCH_REGION");
     kind = kind ? kind : "shared";
@@ -146,7 +146,7 @@ static void bench_model(const char *name, uint32_t width, uint32_t nlin, int run
     if (by_ptr) {
         float *xr = t_input(1, width, -1, 1);
         for (size_t k = 0; k < 3 * (size_t)PTR_MAX; k++)
-            memcpy(region + k * slot + 32, xr, width * 4);
+            memcpy(region + k * slot, xr, width * 4);
         free(xr);
         for (int i = 0; i < NB; i++) {
             ip[i] = calloc(PTR_MAX, sizeof *ip[i]);

@@ -28,6 +28,12 @@
  *                       whether the copies overlap compute or wait for it; then the same with
  *                       the SMs split by green contexts (GREEN_SMS for the copies, default 16,
  *                       the rest for compute)
+ *   b1d-h2d / b1d-d2h   the copy engines fed with contiguous runs: the RUN rows of a lane packed
+ *                       with no header between them (payload arrays), one 1-D copy per run, one
+ *                       cudaMemcpyBatchAsync a batch
+ *   b1d-both            both directions at once, on two streams (GB/s each way)
+ *   m1d-both            the same runs by one cudaMemcpyAsync each, both directions, each
+ *                       direction spread over two streams (copy engines in parallel)
  *   cpu-tN              N host threads copying the rows from their slots into a contiguous
  *                       pinned buffer and back out to other slots (the host's share if rows
  *                       were staged for the copy engines), GB/s each way
@@ -193,6 +199,41 @@ static double b3d(cudaMemcpy3DBatchOp *ops, uint8_t *host, uint8_t *dev, uint32_
     return host_us() - a;
 }
 
+/* One cudaMemcpyBatchAsync of contiguous runs: `run` packed rows per 1-D copy. Host us. */
+static double b1d(void **d, void **s, size_t *sz, uint8_t *host, uint8_t *dev, uint32_t rows,
+                  uint32_t row, uint32_t run, int h2d, cudaStream_t st)
+{
+    size_t n = 0;
+    for (uint32_t r = 0; r < rows; r += run, n++) {
+        uint32_t h = rows - r < run ? rows - r : run;
+        d[n] = h2d ? dev + (size_t)r * row : host + (size_t)r * row;
+        s[n] = h2d ? host + (size_t)r * row : dev + (size_t)r * row;
+        sz[n] = (size_t)h * row;
+    }
+    cudaMemcpyAttributes at = {};
+    at.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+    at.flags = cudaMemcpyFlagPreferOverlapWithCompute;
+    size_t idx = 0;
+    double a = host_us();
+    CK(cudaMemcpyBatchAsync(d, s, sz, n, &at, &idx, 1, st));
+    return host_us() - a;
+}
+
+/* The same runs by one cudaMemcpyAsync each, alternating over two streams. Host us. */
+static double m1d(uint8_t *host, uint8_t *dev, uint32_t rows, uint32_t row, uint32_t run,
+                  int h2d, cudaStream_t s0, cudaStream_t s1)
+{
+    double a = host_us();
+    for (uint32_t r = 0, k = 0; r < rows; r += run, k++) {
+        uint32_t h = rows - r < run ? rows - r : run;
+        uint8_t *hp = host + (size_t)r * row, *dp = dev + (size_t)r * row;
+        CK(cudaMemcpyAsync(h2d ? dp : hp, h2d ? hp : dp, (size_t)h * row,
+                           h2d ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost,
+                           k & 1 ? s1 : s0));
+    }
+    return host_us() - a;
+}
+
 int main(int argc, char **argv)
 {
     uint32_t row = argc > 1 ? (uint32_t)atoi(argv[1]) : 16384;
@@ -238,18 +279,28 @@ int main(int argc, char **argv)
     CK(cudaFuncSetAttribute(bulk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)row));
     printf("gather_bench: %u rows of %u bytes, slot %u (%.1f MB a batch), runs of %u\n", rows,
            row, slot, rows * (double)row / 1e6, run);
-    for (int v = 0; v < 18; v++) {
+    /* packed runs (b1d, m1d): the lane's rows with no header between them */
+    uint8_t *pin0 = map + 64, *pout0 = map + 64 + (size_t)rows * row;
+    void **bd = (void **)calloc(rows, sizeof(void *)), **bs = (void **)calloc(rows, sizeof(void *));
+    void **bd2 = (void **)calloc(rows, sizeof(void *)), **bs2 = (void **)calloc(rows, sizeof(void *));
+    size_t *bz = (size_t *)calloc(rows, sizeof(size_t)), *bz2 = (size_t *)calloc(rows, sizeof(size_t));
+    cudaStream_t st3, st4;
+    CK(cudaStreamCreate(&st3));
+    CK(cudaStreamCreate(&st4));
+    for (int v = 0; v < 22; v++) {
         const char *name[] = { "dma-h2d", "dma-d2h", "ld16", "ld16x4", "bulk", "st16",
                                "ld-g16", "ld-g32", "ld-g64", "st-g16", "st-g32", "st-g64",
                                "b3d-h2d", "b3d-d2h", "b3d-both", "kern-both", "b3d+st",
-                               "ld+b3d" };
+                               "ld+b3d", "b1d-h2d", "b1d-d2h", "b1d-both", "m1d-both" };
         const unsigned g = v >= 6 && v < 12 ? 16u << ((v - 6) % 3) : 0;
         double hus = 0;
         for (int pass = 0; pass < 2; pass++) { /* warm, then timed */
             hus = 0;
             CK(cudaEventRecord(a, st));
-            if (v >= 14) { /* the second stream starts with the first */
+            if (v >= 14) { /* the other streams start with the first */
                 CK(cudaStreamWaitEvent(st2, a, 0));
+                CK(cudaStreamWaitEvent(st3, a, 0));
+                CK(cudaStreamWaitEvent(st4, a, 0));
             }
             for (int i = 0; i < reps && v >= 12; i++) {
                 switch (v) {
@@ -267,9 +318,19 @@ int main(int argc, char **argv)
                     hus += b3d(bops, in0, dev, rows, row, slot, run, 1, st);
                     st16x4g<<<32, 256, 0, st2>>>(out_ptr, dev2, row, rows);
                     break;
-                default:
+                case 17:
                     ld16x4g<<<32, 256, 0, st>>>(dev, in_ptr, row, rows);
                     hus += b3d(bops2, out0, dev2, rows, row, slot, run, 0, st2);
+                    break;
+                case 18: hus += b1d(bd, bs, bz, pin0, dev, rows, row, run, 1, st); break;
+                case 19: hus += b1d(bd, bs, bz, pout0, dev, rows, row, run, 0, st); break;
+                case 20:
+                    hus += b1d(bd, bs, bz, pin0, dev, rows, row, run, 1, st);
+                    hus += b1d(bd2, bs2, bz2, pout0, dev2, rows, row, run, 0, st2);
+                    break;
+                default:
+                    hus += m1d(pin0, dev, rows, row, run, 1, st, st3);
+                    hus += m1d(pout0, dev2, rows, row, run, 0, st2, st4);
                     break;
                 }
             }
@@ -277,6 +338,10 @@ int main(int argc, char **argv)
                 cudaEvent_t j;
                 CK(cudaEventCreateWithFlags(&j, cudaEventDisableTiming));
                 CK(cudaEventRecord(j, st2));
+                CK(cudaStreamWaitEvent(st, j, 0));
+                CK(cudaEventRecord(j, st3));
+                CK(cudaStreamWaitEvent(st, j, 0));
+                CK(cudaEventRecord(j, st4));
                 CK(cudaStreamWaitEvent(st, j, 0));
                 CK(cudaEventDestroy(j));
             }
@@ -449,5 +514,10 @@ int main(int argc, char **argv)
     CK(cudaStreamSynchronize(st));
     CK(cudaMemcpy(pin, dev + (size_t)last * row, row, cudaMemcpyDeviceToHost));
     printf("  check b3d: %s\n", pin[0] == 9 && pin[row - 1] == 9 ? "ok" : "WRONG");
+    memset(pin0 + (size_t)last * row, 5, row);
+    b1d(bd, bs, bz, pin0, dev, rows, row, run, 1, st);
+    CK(cudaStreamSynchronize(st));
+    CK(cudaMemcpy(pin, dev + (size_t)last * row, row, cudaMemcpyDeviceToHost));
+    printf("  check b1d: %s\n", pin[0] == 5 && pin[row - 1] == 5 ? "ok" : "WRONG");
     return 0;
 }

@@ -11,7 +11,12 @@
  *     own pinned buffers (rows the scheduler copied) mixed in the same batch;
  *   - a row of the wrong size fails alone with -EINVAL and its output slot is left untouched;
  *   - memory beyond each row's output is never written (guard bytes around every slot);
- *   - by-pointer and plain batches in flight together (3) each come back right, in order.
+ *   - by-pointer and plain batches in flight together (3) each come back right, in order;
+ *   - runs: rows adjacent in host memory (a lane's consecutive payloads) go by the copy engines
+ *     once a run reaches OAG_CUDA_DMA_MIN bytes (set low here): runs of 1..13 rows with copied
+ *     rows and a failed row breaking them come back right, with nothing written between runs or
+ *     into the failed row's slot, and the engine's counters show rows moved by copy engine;
+ *     a batch that is one whole run (no row left to the kernels: the plan's graph alone) too.
  * Both launch shapes of the gather/scatter kernels: one block per row (the default) and a few
  * blocks walking the rows (OAG_CUDA_ROW_BLOCKS=4).
  * Exits 77 without a GPU, or when the device cannot use registered host memory by pointer.
@@ -23,7 +28,7 @@
 
 static const struct oag_engine_ops *ops = &engine_cuda_ops;
 
-#define SLOT 1152u          /* like a lane slot: 32-byte header, then the payload */
+#define SLOT 1152u          /* a lane's payload stride, with room for guards between rows */
 #define LANE_BYTES (4u << 20)
 #define GUARD 0xa5
 
@@ -37,6 +42,10 @@ static uint8_t *out_slot(struct lane *l, uint32_t r)
 {
     return l->map + LANE_BYTES / 2 + (size_t)r * SLOT + 32;
 }
+
+/* Per row of the batch being checked: guard bytes expected just before / just after its output
+ * (rows in a run have neighbours there instead). */
+static uint8_t g_before[64], g_after[64];
 
 /* Fills a by-pointer batch of n rows: inputs x, placed as described at the top. bad: a row given
  * the wrong length (or UINT32_MAX for none). */
@@ -56,6 +65,50 @@ static void place(struct t_batch *tb, struct lane *l, const float *x, uint32_t n
         } else {
             src = in_slot(l, r);
             dst = out_slot(l, r);
+        }
+        g_before[r] = g_after[r] = r % 5 != 2;
+        memcpy((uint8_t *)src, x + (size_t)r * dim, dim * 4);
+        tb->b.in_ptr[r] = src;
+        tb->b.out_ptr[r] = dst;
+        tb->b.in_len[r] = r == bad ? dim * 4 - 4 : dim * 4;
+        tb->b.status[r] = 12345;
+    }
+}
+
+/* A by-pointer batch in runs: rows packed back to back in host memory (in and out), runs of
+ * 1, 2, 3, 5, 8, 13 rows with a free row between runs; unless whole, every 7th row is a copied
+ * one (batch buffers), which ends the run. whole: one run of all n rows. */
+static void place_runs(struct t_batch *tb, struct lane *l, const float *x, uint32_t n,
+                       uint32_t dim, uint32_t odim, uint32_t bad, int whole)
+{
+    static const uint32_t lens[] = { 1, 2, 3, 5, 8, 13 };
+    uint8_t *ib = l->map + 4096, *ob = l->map + LANE_BYTES / 2;
+    uint32_t pos = 0, k = 0, left = lens[0];
+    int first = 1;
+    tb->b.n = n;
+    for (uint32_t r = 0; r < n; r++) {
+        const uint8_t *src;
+        uint8_t *dst;
+        if (!whole && r % 7 == 6) {
+            src = tb->b.in + (size_t)r * tb->b.in_stride;
+            dst = tb->b.out + (size_t)r * tb->b.out_stride;
+            g_before[r] = g_after[r] = 0;
+        } else {
+            src = ib + (size_t)pos * dim * 4;
+            dst = ob + (size_t)pos * odim * 4;
+            g_before[r] = (uint8_t)first; /* the free row before the run */
+            g_after[r] = 0;
+            first = 0;
+            pos++;
+            if (!whole && --left == 0) {
+                g_after[r] = 1; /* the free row after the run */
+                first = 1;
+                pos++;
+                k = (k + 1) % (sizeof lens / sizeof lens[0]);
+                left = lens[k];
+            }
+            if (r + 1 == n)
+                g_after[r] = 1;
         }
         memcpy((uint8_t *)src, x + (size_t)r * dim, dim * 4);
         tb->b.in_ptr[r] = src;
@@ -89,11 +142,11 @@ static void verify(const char *what, struct t_batch *tb, const struct oag_model 
                     break;
                 }
         }
-        if (r % 5 != 2) { /* lane slots: nothing written past the row */
+        if (g_after[r]) /* lane slots: nothing written past the row */
             CHECK(o[od * 4] == GUARD && o[od * 4 + 1] == GUARD, "%s: row %u: written past its "
                   "end", what, r);
+        if (g_before[r])
             CHECK(o[-1] == GUARD, "%s: row %u: written before its start", what, r);
-        }
     }
     double err = t_err(y, od * 4, ref, n, od, ok);
     printf("  %-28s n=%-3u err/rms %.3e\n", what, n, err);
@@ -186,6 +239,34 @@ static void run_model(const struct oag_model *m)
     free(x1);
     free(x2);
 
+    /* Runs by the copy engines (OAG_CUDA_DMA_MIN is 1024 here: runs of 2+ input rows, 4+
+     * output rows). */
+    for (int whole = 0; whole < 2; whole++) {
+        const uint32_t n = whole ? 64 : 61;
+        float *x = t_input(n, m->input_dim, -2, 2);
+        memset(l.map, GUARD, l.len);
+        memset(tb[0].b.out, GUARD, (size_t)mb * tb[0].b.out_stride);
+        uint32_t bad = whole ? UINT32_MAX : 17; /* inside the run of 8 */
+        struct oag_cuda_stats st0, st1;
+        oag__cuda_stats(e, &st0);
+        place_runs(&tb[0], &l, x, n, m->input_dim, m->output_dim, bad, whole);
+        CHECK_EQ(t_run(&tb[0]), 0);
+        oag__cuda_stats(e, &st1);
+        char what[96];
+        snprintf(what, sizeof what, "%s runs%s", oag_dtype_name(m->dtype), whole ? ", whole" : "");
+        verify(what, &tb[0], m, x, bad);
+        uint64_t dma = st1.dma_rows - st0.dma_rows, kern = st1.kern_rows - st0.kern_rows;
+        printf("  %-28s rows by copy engine %llu, by kernel %llu (in + out)\n", what,
+               (unsigned long long)dma, (unsigned long long)kern);
+        if (whole)
+            CHECK(dma == 2 * n && kern == 0, "%s: %llu rows by copy engine, %llu by kernel", what,
+                  (unsigned long long)dma, (unsigned long long)kern);
+        else
+            CHECK(dma >= n && kern > 0, "%s: %llu rows by copy engine, %llu by kernel", what,
+                  (unsigned long long)dma, (unsigned long long)kern);
+        free(x);
+    }
+
     for (int i = 0; i < 3; i++) {
         free(tb[i].b.in_ptr);
         free(tb[i].b.out_ptr);
@@ -211,6 +292,7 @@ int main(void)
     static const enum oag_dtype dts[] = { OAG_DT_F16, OAG_DT_F32 };
     /* read by create(): one block per row (the default), and 4 blocks walking the rows */
     static const char *const blocks[] = { "0", "4" };
+    setenv("OAG_CUDA_DMA_MIN", "1024", 1);
     for (int k = 0; k < 2; k++) {
         setenv("OAG_CUDA_ROW_BLOCKS", blocks[k], 1);
         for (int d = 0; d < 2; d++) {

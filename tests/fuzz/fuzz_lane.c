@@ -50,13 +50,16 @@ static void hdr_check(struct in *in)
     if (oag_lane_hdr_check(&h, map_size) != 0)
         return;
     /* Accepted: every region it names lies inside map_size and they do not overlap. */
-    uint64_t sub_end = h.sub_off + (uint64_t)h.sub_slots * h.slot_size;
-    uint64_t cmp_end = h.cmp_off + (uint64_t)h.cmp_slots * h.slot_size;
+    uint64_t sub_end = h.sub_off + (uint64_t)h.sub_slots * sizeof(struct oag_slot_hdr);
+    uint64_t cmp_end = h.cmp_off + (uint64_t)h.cmp_slots * sizeof(struct oag_slot_hdr);
+    uint64_t sub_pay_end = h.sub_pay_off + (uint64_t)h.sub_slots * h.pay_stride;
+    uint64_t cmp_pay_end = h.cmp_pay_off + (uint64_t)h.cmp_slots * h.pay_stride;
     if (h.size > map_size || h.state_off < sizeof h ||
         h.state_off + sizeof(struct oag_latch_agent) > h.sub_ctl_off ||
         h.sub_ctl_off + sizeof(struct oag_ring_ctl) > h.cmp_ctl_off ||
         h.cmp_ctl_off + sizeof(struct oag_ring_ctl) > h.sub_off || sub_end > h.cmp_off ||
-        cmp_end > h.size || h.slot_size < sizeof(struct oag_slot_hdr) + h.max_payload)
+        cmp_end > h.sub_pay_off || sub_pay_end > h.cmp_pay_off || cmp_pay_end > h.size ||
+        h.pay_stride < h.max_payload)
         abort();
 }
 
@@ -83,8 +86,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct oag_ring_ctl *sctl = (struct oag_ring_ctl *)(lane + g.sub_ctl_off);
     struct oag_ring_ctl *cctl = (struct oag_ring_ctl *)(lane + g.cmp_ctl_off);
     struct oag_latch_agent *la = (struct oag_latch_agent *)(lane + g.state_off);
-    ring_side_init(&sub, sctl, lane + g.sub_off, g.sub_slots, g.slot_size);
-    ring_side_init(&cmp, cctl, lane + g.cmp_off, g.cmp_slots, g.slot_size);
+    ring_side_init(&sub, sctl, lane + g.sub_off, lane + g.sub_pay_off, g.sub_slots, g.pay_stride);
+    ring_side_init(&cmp, cctl, lane + g.cmp_off, lane + g.cmp_pay_off, g.cmp_slots, g.pay_stride);
     int cut = 0;
     uint32_t owed = 0; /* taken from sub, result not yet produced */
 
@@ -126,7 +129,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     cut = 1;
                     break;
                 }
-                memcpy(payload, slot + sizeof h, h.len);
+                memcpy(payload, ring_payload(&sub, sub.mine + (uint32_t)k), h.len);
                 owed++;
             }
             if (!cut)
@@ -146,7 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 uint8_t *slot = (uint8_t *)ring_slot(&cmp, cmp.mine + k);
                 struct oag_slot_hdr h = { .ticket = k, .len = max_payload };
                 memcpy(slot, &h, sizeof h);
-                memcpy(slot + sizeof h, payload, max_payload);
+                memcpy(ring_payload(&cmp, cmp.mine + k), payload, max_payload);
             }
             ring_prod_publish(&cmp, n);
             owed -= n;

@@ -183,7 +183,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct oag_ring_ctl *ctl = (struct oag_ring_ctl *)(lane + cur.lane_hdr.cmp_ctl_off);
         memcpy(lane + cur.lane_hdr.cmp_off +
                    (uint64_t)(cur.cmp_prod ? (cur.cmp_prod - 1) & (cur.lane_hdr.cmp_slots - 1) : 0) *
-                       cur.lane_hdr.slot_size,
+                       sizeof(struct oag_slot_hdr),
                &cur.cmp_slot, sizeof cur.cmp_slot);
         oag_store_release_u32(&ctl->prod, cur.cmp_prod);
         oag_completion done[8];

@@ -7,7 +7,8 @@
  *  2. the same bad value as a flag gives the same message with "--KEY:" in place of
  *     "FILE:LINE: KEY:" (one validation for both);
  *  3. --help documents every option, --config and the log rotation flags included;
- *  4. a good file is honoured and flags override it: max-batch, max-queue, in-order, agents and
+ *  4. a good file is honoured and flags override it: max-batch, max-queue, intake-quantum,
+ *     in-order, agents and
  *     the [fleet] command come from the file (seen in `oag-ctl status --json` and in the agents
  *     running), while --max-delay-us and --name given as flags win over the file's values;
  *     SIGTERM then stops it with status 0.
@@ -145,7 +146,7 @@ static void help(void)
     static const char *const opts[] = {
         "-c, --config FILE", "-n, --name", "-s, --socket", "-a, --agents", "-b, --backend",
         "-m, --model", "--gpus", "--threads", "--max-batch", "--max-delay-us",
-        "--preferred-batch", "--max-queue", "--in-order", "--copy-threads", "--max-payload",
+        "--preferred-batch", "--max-queue", "--intake-quantum", "--in-order", "--copy-threads", "--max-payload",
         "--ring-slots", "--max-lanes", "--spin-us", "--restart-delay-ms", "--restart-max-ms",
         "--restart-burst", "--restart-window-s", "--stop-timeout-ms", "--allow-uid",
         "--allow-gid", "--socket-mode", "--log-dir", "--log-max-bytes", "--log-keep",
@@ -179,6 +180,7 @@ static void good_file(void)
              "max-batch = 7\n"
              "max-delay-us = 100          ; overridden by --max-delay-us\n"
              "max-queue = 300\n"
+             "intake-quantum = 16\n"
              "in-order = true\n"
              "agents = 2\n"
              "stop-timeout-ms = 2000\n"
@@ -205,6 +207,8 @@ static void good_file(void)
                   "max_delay_us %g, expected 250 (the flag over the file's 100)", v);
             v = -1;
             CHECK(json_num(j, "max_queue", &v) == 0 && v == 300, "max_queue %g, expected 300", v);
+            CHECK(json_num(j, "intake_quantum", &v) == 0 && v == 16,
+                  "intake_quantum %g, expected 16 (file)", v);
             v = -1;
             CHECK(json_num(j, "fleet_size", &v) == 0 && v == 2, "fleet_size %g, expected 2", v);
             CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "in_order")),

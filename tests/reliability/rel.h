@@ -314,15 +314,16 @@ static inline void rel_raw_close(struct rel_raw *r)
  * ring is set. */
 static inline void rel_raw_submit(struct rel_raw *r, uint64_t ticket, uint32_t len, int ring)
 {
-    struct oag_slot_hdr *sl = (struct oag_slot_hdr *)(r->lane + r->hdr.sub_off +
-        (uint64_t)(r->prod & (r->hdr.sub_slots - 1)) * r->hdr.slot_size);
+    uint32_t i = r->prod & (r->hdr.sub_slots - 1);
+    struct oag_slot_hdr *sl = (struct oag_slot_hdr *)(r->lane + r->hdr.sub_off) + i;
     sl->ticket = ticket;
     sl->len = len;
     sl->status = 0;
     sl->timeout_us = 0;
     sl->priority = 0;
     sl->submit_ns = 0;
-    memset(sl + 1, (int)(ticket & 0xff), len);
+    memset(r->lane + r->hdr.sub_pay_off + (uint64_t)i * r->hdr.pay_stride, (int)(ticket & 0xff),
+           len);
     r->prod++;
     oag_store_release_u32(&r->sub->prod, r->prod);
     if (ring) {
@@ -339,8 +340,8 @@ static inline int rel_raw_take(struct rel_raw *r, uint64_t *ticket, int32_t *sta
     uint32_t prod = oag_load_acquire_u32(&r->cmp->prod);
     if (prod == r->cons)
         return 0;
-    const struct oag_slot_hdr *sl = (const struct oag_slot_hdr *)(r->lane + r->hdr.cmp_off +
-        (uint64_t)(r->cons & (r->hdr.cmp_slots - 1)) * r->hdr.slot_size);
+    const struct oag_slot_hdr *sl = (const struct oag_slot_hdr *)(r->lane + r->hdr.cmp_off) +
+                                    (r->cons & (r->hdr.cmp_slots - 1));
     *ticket = sl->ticket;
     *status = sl->status;
     r->cons++;

@@ -35,7 +35,7 @@ static int child(int point, const char *sock, int ready_fd)
             struct oag_slot_hdr *sl = (struct oag_slot_hdr *)(rr.lane + rr.hdr.sub_off);
             sl->ticket = 1;
             sl->len = 128;
-            memset(sl + 1, 0x5a, 64);
+            memset(rr.lane + rr.hdr.sub_pay_off, 0x5a, 64);
         } else if (point == P_UNNOTIFIED) {
             rel_raw_submit(&rr, 1, 128, 0);
         } else {

@@ -18,7 +18,7 @@ static int pp_send(struct ring_side *tx, const void *msg, int efd)
 {
     if (ring_prod_space(tx, 1) <= 0) /* one message in flight: never full */
         return -EPROTO;
-    memcpy(ring_slot(tx, tx->mine), msg, MSG);
+    memcpy(ring_payload(tx, tx->mine), msg, MSG);
     ring_prod_publish(tx, 1);
     if (efd >= 0) {
         uint64_t one = 1;
@@ -77,7 +77,7 @@ static int pp_recv(struct ring_side *rx, void *msg, int efd, pid_t peer)
     }
     if (n < 0)
         return n;
-    memcpy(msg, ring_slot(rx, rx->mine), MSG);
+    memcpy(msg, ring_payload(rx, rx->mine), MSG);
     ring_cons_release(rx, 1);
     return 0;
 }
@@ -112,8 +112,8 @@ int bench_pingpong(const struct opts *o, int use_efd, uint32_t *samples)
     if (pid == 0) {
         struct ring_side rx, tx;
         uint8_t m[MSG];
-        ring_side_init(&rx, &sh->ctl[0], sh->slots[0], PP_SLOTS, MSG);
-        ring_side_init(&tx, &sh->ctl[1], sh->slots[1], PP_SLOTS, MSG);
+        ring_side_init(&rx, &sh->ctl[0], NULL, sh->slots[0], PP_SLOTS, MSG);
+        ring_side_init(&tx, &sh->ctl[1], NULL, sh->slots[1], PP_SLOTS, MSG);
         for (unsigned i = 0; i < total; i++) {
             if (pp_recv(&rx, m, efd[0], 0) || pp_send(&tx, m, efd[1]))
                 _exit(1);
@@ -123,8 +123,8 @@ int bench_pingpong(const struct opts *o, int use_efd, uint32_t *samples)
     struct ring_side tx, rx;
     uint8_t m[MSG], back[MSG];
     memset(m, 0xa5, sizeof m);
-    ring_side_init(&tx, &sh->ctl[0], sh->slots[0], PP_SLOTS, MSG);
-    ring_side_init(&rx, &sh->ctl[1], sh->slots[1], PP_SLOTS, MSG);
+    ring_side_init(&tx, &sh->ctl[0], NULL, sh->slots[0], PP_SLOTS, MSG);
+    ring_side_init(&rx, &sh->ctl[1], NULL, sh->slots[1], PP_SLOTS, MSG);
     for (unsigned i = 0; i < total; i++) {
         uint64_t seq = i;
         memcpy(m, &seq, sizeof seq);
