@@ -67,9 +67,13 @@
 #include "model/model.h"
 #include "plan.h"
 
+/* Batches in flight per engine: OAG_CUDA_INFLIGHT, 2..CU_MAX_SLOTS (default CU_SLOTS). A batch
+ * by copy engine passes three stages (rows in, plan, rows out) and then the scheduler's reap and
+ * resubmit; with only 3 in flight that turnaround left the copy engines idle between batches. */
 #ifndef CU_SLOTS
-#define CU_SLOTS 3u /* batches in flight per engine (a build may set another count) */
+#define CU_SLOTS 4u
 #endif
+#define CU_MAX_SLOTS 8u
 #define CU_MAX_BUCKETS 32u
 #define CU_MAX_DEV 64
 #define CU_STAGE_BYTES ((size_t)8 << 20)
@@ -139,6 +143,7 @@ struct cu_slot {
     size_t tab_len;
     struct cu_runs run_in, run_out; /* this batch's runs by copy engine (submitting thread) */
     uint32_t kern_rows;             /* rows the gather or scatter kernel still moves */
+    enum oag_cuda_fault fault;      /* injected into this batch (tests) */
     /* The batch in this slot. Written by the submitting thread before the hand-off (under mu),
      * then by the completion thread until its release store of done_seq. */
     struct oag_batch *b;
@@ -162,7 +167,8 @@ struct oag_engine {
     int built;
     uint32_t gen;                  /* cu_ctx_gen[dev] it was built under */
     struct cu_layer_dev *L;
-    struct cu_slot slot[CU_SLOTS];
+    uint32_t nslots;               /* batches in flight (OAG_CUDA_INFLIGHT) */
+    struct cu_slot slot[CU_MAX_SLOTS];
 
     struct cu_hostbuf *hostbufs;   /* host_alloc'ed, pinned; submitting thread only */
     int rows_by_ptr;               /* the device can use registered host pointers directly */
@@ -177,6 +183,7 @@ struct oag_engine {
                                       copy engines instead of the kernels; 0: never */
     uint64_t dma_rows, kern_rows;  /* rows by pointer moved each way (in + out), by which */
     uint64_t dma_ops;              /* transfers (runs) the copy engines were given */
+    unsigned dma_dirs;             /* OAG_CUDA_DMA_DIRS: 1 inputs, 2 results, 3 both (default) */
     unsigned green_sms;            /* OAG_CUDA_GREEN_SMS: SMs of the copy kernels' own
                                       partition (green.h), 0: they share every SM */
     struct cu_green *green;        /* that partition while the device is built, or NULL */
@@ -184,24 +191,36 @@ struct oag_engine {
     _Atomic uint64_t gpu_ns;       /* completion thread adds; stats() reads */
     int efd;
 
-    /* Submission ring. reap_seq: submitting thread only. sub_seq: written by the submitting
-     * thread under mu, read by the completion thread under mu. done_seq: the completion thread
-     * stores with release after finishing a batch; reap() and drain() load with acquire. */
+    /* Submission ring. acc_seq, reap_seq: submitting thread only (batches accepted, reaped).
+     * sub_seq: batches enqueued on the device, in order; written under mu by the submitting
+     * thread or, for batches handed over (launch_req), by the launch thread; read by the
+     * completion thread under mu. done_seq: the completion thread stores with release after
+     * finishing a batch; reap() and drain() load with acquire. */
+    uint64_t acc_seq;
     uint64_t reap_seq;
     uint64_t sub_seq;
+    uint64_t launch_req;           /* under mu: batches below it are the launch thread's to
+                                      enqueue (those from sub_seq on); == sub_seq: idle */
     _Atomic uint64_t done_seq;
     pthread_mutex_t mu;
-    pthread_cond_t cv_work, cv_idle;
+    pthread_cond_t cv_work, cv_idle, cv_launch;
     int stop;
-    pthread_t th;
-    int th_started;
+    pthread_t th, lth;
+    int th_started, lth_started;
+    int launcher;                  /* OAG_CUDA_LAUNCHER=1 (default 0): a batch with runs is
+                                      enqueued by a thread of its own (each copy-engine transfer
+                                      costs ~1-2 us of host time), so the scheduler's thread goes
+                                      back to its lanes at once; measured slower end to end on
+                                      the H100 (the hand-over delays each batch), kept for hosts
+                                      whose scheduler thread is the limit */
 
     atomic_int broken;             /* set on a sticky error; cleared by a successful reset */
     long broken_since, retry_at;   /* submitting thread: when the device went, next attempt */
     uint32_t retries;
     int lost_logged;
     enum oag_cuda_fault fault;
-    uint64_t batches, slot_rebuilds, resets;
+    uint64_t batches, resets;
+    _Atomic uint64_t slot_rebuilds; /* the submitting or the launch thread adds */
     _Atomic uint64_t failed;
 };
 
@@ -660,7 +679,7 @@ static void device_teardown(struct oag_engine *e)
     int live = ctx_ours(e);
     if (live)
         (void)cudaSetDevice(e->dev);
-    for (uint32_t i = 0; i < CU_SLOTS; i++)
+    for (uint32_t i = 0; i < e->nslots; i++)
         slot_teardown(e, &e->slot[i], live);
     weights_free(e, live);
     if (live)
@@ -739,7 +758,7 @@ static int device_build(struct oag_engine *e, int reregister)
         greatest < least)
         e->prio_hi = greatest;
     (void)cudaGetLastError();
-    for (uint32_t i = 0; i < CU_SLOTS; i++)
+    for (uint32_t i = 0; i < e->nslots; i++)
         if ((rc = slot_build(e, &e->slot[i], 0)))
             goto fail;
     /* Run every bucket once outside a graph: loads the kernels (lazy module loading) and
@@ -753,7 +772,7 @@ static int device_build(struct oag_engine *e, int reregister)
         rc = cu_fail(e, err, "warm-up");
         goto fail;
     }
-    for (uint32_t i = 0; i < CU_SLOTS; i++)
+    for (uint32_t i = 0; i < e->nslots; i++)
         for (uint32_t k = 0; k < e->nbuckets; k++)
             if ((rc = capture(e, &e->slot[i], k)))
                 goto fail;
@@ -851,7 +870,7 @@ static void *completer(void *arg)
         }
         pthread_mutex_unlock(&e->mu);
 
-        struct cu_slot *s = &e->slot[seq % CU_SLOTS];
+        struct cu_slot *s = &e->slot[seq % e->nslots];
         int rc = s->rc;
         if (!rc) {
             cudaError_t err = wait_event(e, s);
@@ -886,7 +905,8 @@ static void *completer(void *arg)
 static void drain(struct oag_engine *e)
 {
     pthread_mutex_lock(&e->mu);
-    while (atomic_load_explicit(&e->done_seq, memory_order_acquire) != e->sub_seq)
+    /* acc_seq: the caller is the submitting thread; every accepted batch gets launched */
+    while (atomic_load_explicit(&e->done_seq, memory_order_acquire) != e->acc_seq)
         pthread_cond_wait(&e->cv_idle, &e->mu);
     pthread_mutex_unlock(&e->mu);
 }
@@ -986,6 +1006,7 @@ static uint32_t bucket_of(const struct oag_engine *e, uint32_t n)
 }
 
 static void cuda_destroy(struct oag_engine *e);
+static void *launch_thread(void *arg);
 
 static int cuda_create(struct oag_engine **out, const struct oag_engine_params *p)
 {
@@ -1024,6 +1045,12 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
     e->row_prio = !v || *v != '0';
     v = getenv("OAG_CUDA_ROW_BLOCKS");
     e->row_blocks = v ? (unsigned)atoi(v) : CU_ROW_BLOCKS;
+    v = getenv("OAG_CUDA_INFLIGHT");
+    e->nslots = v ? (uint32_t)atoi(v) : CU_SLOTS;
+    if (e->nslots < 2 || e->nslots > CU_MAX_SLOTS)
+        e->nslots = e->nslots < 2 ? 2 : CU_MAX_SLOTS;
+    v = getenv("OAG_CUDA_DMA_DIRS");
+    e->dma_dirs = v ? (unsigned)atoi(v) & 3u : 3u;
     v = getenv("OAG_CUDA_DMA_MIN");
     e->dma_min = v ? (uint32_t)strtoul(v, NULL, 10) : CU_DMA_MIN;
     v = getenv("OAG_CUDA_SPIN_US");
@@ -1031,6 +1058,7 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv_work, NULL);
     pthread_cond_init(&e->cv_idle, NULL);
+    pthread_cond_init(&e->cv_launch, NULL);
     set_buckets(e, p);
 
     char msg[160];
@@ -1071,7 +1099,7 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
                                e->dev) == cudaSuccess && attr)
         e->rows_by_ptr = 1;
     (void)cudaGetLastError();
-    for (uint32_t i = 0; e->rows_by_ptr && i < CU_SLOTS; i++) {
+    for (uint32_t i = 0; e->rows_by_ptr && i < e->nslots; i++) {
         struct cu_slot *sl = &e->slot[i];
         size_t page = (size_t)sysconf(_SC_PAGESIZE);
         sl->tab_len = (sizeof(struct cu_rowtab) + 2 * mb * sizeof(void *) + page - 1) / page *
@@ -1102,6 +1130,15 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
         goto fail;
     }
     e->th_started = 1;
+    v = getenv("OAG_CUDA_LAUNCHER");
+    if (e->rows_by_ptr && e->dma_min && v && *v == '1') {
+        if ((rc = -pthread_create(&e->lth, NULL, launch_thread, e))) {
+            cu_log(e, "launch thread: %s", strerror(-rc));
+            goto fail;
+        }
+        e->lth_started = 1;
+        e->launcher = 1;
+    }
     *out = e;
     return 0;
 fail:
@@ -1118,8 +1155,11 @@ static void cuda_destroy(struct oag_engine *e)
         pthread_mutex_lock(&e->mu);
         e->stop = 1;
         pthread_cond_signal(&e->cv_work);
+        pthread_cond_signal(&e->cv_launch);
         pthread_mutex_unlock(&e->mu);
         pthread_join(e->th, NULL);
+        if (e->lth_started)
+            pthread_join(e->lth, NULL);
     }
     int live = ctx_ours(e);
     device_teardown(e);
@@ -1133,7 +1173,7 @@ static void cuda_destroy(struct oag_engine *e)
         e->hostbufs = h->next;
         free(h);
     }
-    for (uint32_t i = 0; i < CU_SLOTS; i++) {
+    for (uint32_t i = 0; i < e->nslots; i++) {
         struct cu_slot *sl = &e->slot[i];
         if (sl->tab)
             munmap(sl->tab, sl->tab_len);
@@ -1150,6 +1190,7 @@ static void cuda_destroy(struct oag_engine *e)
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv_work);
     pthread_cond_destroy(&e->cv_idle);
+    pthread_cond_destroy(&e->cv_launch);
     free(e);
 }
 
@@ -1241,12 +1282,12 @@ static void plan_runs(struct oag_engine *e, struct cu_slot *s, const struct oag_
         ok += tin[i] != NULL;
     s->run_in.n = s->run_out.n = 0;
     uint32_t in_dma = 0, out_dma = 0;
-    if (e->dma_min) {
+    if (e->dma_min && (e->dma_dirs & 1))
         in_dma = runs_one_way(&s->run_in, tin, b->in_ptr, s->buf[CU_XIN], b->n, e->in_bytes,
                               e->dma_min, 1);
+    if (e->dma_min && (e->dma_dirs & 2))
         out_dma = runs_one_way(&s->run_out, tout, (const uint8_t *const *)b->out_ptr,
                                s->buf[CU_YOUT], b->n, e->out_bytes, e->dma_min, 0);
-    }
     s->kern_rows = 2 * ok - in_dma - out_dma;
     e->dma_rows += in_dma + out_dma;
     e->dma_ops += s->run_in.n + s->run_out.n;
@@ -1269,8 +1310,7 @@ static cudaError_t runs_copy(struct cu_slot *s, const struct cu_runs *rl)
 /* Enqueues batch b on slot s. Returns 0 or a negative errno (logged). */
 static int enqueue(struct oag_engine *e, struct cu_slot *s, struct oag_batch *b)
 {
-    enum oag_cuda_fault fault = e->fault;
-    e->fault = OAG_CUDA_FAULT_NONE;
+    enum oag_cuda_fault fault = s->fault;
     if (fault == OAG_CUDA_FAULT_ALLOC) {
         void *p = NULL;
         cudaError_t err = cudaMalloc(&p, (size_t)1 << 50);
@@ -1336,6 +1376,49 @@ static int ptr_rows_in_place(const struct oag_batch *b)
     return 1;
 }
 
+/* Enqueues the slot's batch (by the submitting thread, or the launch thread for batches handed
+ * to it); on failure the slot is made safe to reap. */
+static void launch(struct oag_engine *e, struct cu_slot *s)
+{
+    s->rc = enqueue(e, s, s->b);
+    if (s->rc) {
+        /* Nothing of this batch may still run once it is reaped: wait for what was enqueued,
+         * then give the slot a fresh stream, handle and graphs. A failing wait means the
+         * context itself is gone. */
+        (void)cudaGetLastError();
+        cudaError_t err = cudaStreamSynchronize(s->st);
+        (void)cudaGetLastError();
+        if (err != cudaSuccess || slot_rebuild(e, s) != 0)
+            atomic_store(&e->broken, 1);
+    }
+}
+
+/* The launch thread: enqueues the batches handed to it (sub_seq .. launch_req - 1), in order,
+ * and passes each on to the completion thread. Idle (waiting on cv_launch) whenever
+ * launch_req == sub_seq; the submitting thread then enqueues by itself. */
+static void *launch_thread(void *arg)
+{
+    struct oag_engine *e = arg;
+    (void)cudaSetDevice(e->dev);
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        if (e->sub_seq >= e->launch_req) {
+            if (e->stop)
+                break;
+            pthread_cond_wait(&e->cv_launch, &e->mu);
+            continue;
+        }
+        uint64_t seq = e->sub_seq;
+        pthread_mutex_unlock(&e->mu);
+        launch(e, &e->slot[seq % e->nslots]);
+        pthread_mutex_lock(&e->mu);
+        e->sub_seq = seq + 1;
+        pthread_cond_signal(&e->cv_work);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
 static int cuda_submit(struct oag_engine *e, struct oag_batch *b)
 {
     if (b->in_ptr && b->out_ptr && !e->rows_by_ptr && b->n <= e->max_batch &&
@@ -1354,7 +1437,7 @@ static int cuda_submit(struct oag_engine *e, struct oag_batch *b)
                   b->in_stride < e->in_bytes || b->out_stride < e->out_bytes)) ||
         (b->in_ptr && (!e->rows_by_ptr || !b->out_ptr)))
         return -EINVAL;
-    if (e->sub_seq - e->reap_seq >= CU_SLOTS)
+    if (e->acc_seq - e->reap_seq >= e->nslots)
         return -EBUSY;
     /* recover() first: after a sticky fault even cudaSetDevice fails, and recover() is what
      * turns that into -EIO, then -ENODEV once the device has stayed away */
@@ -1369,15 +1452,15 @@ static int cuda_submit(struct oag_engine *e, struct oag_batch *b)
         atomic_store(&e->broken, 1); /* the context is unusable: recover from the next submit */
         return -EIO;
     }
-    struct cu_slot *s = &e->slot[e->sub_seq % CU_SLOTS];
+    struct cu_slot *s = &e->slot[e->acc_seq % e->nslots];
     for (uint32_t i = 0; i < b->n; i++) {
         int ok = b->in_len[i] == e->in_bytes;
         b->status[i] = ok ? 0 : -EINVAL;
         b->out_len[i] = ok ? e->out_bytes : 0;
     }
     if (b->n && b->in_ptr) {
-        /* The slot's row table is free: its last batch was reaped (sub_seq - reap_seq <
-         * CU_SLOTS). Stores here precede the graph launch, which the device sees after them. */
+        /* The slot's row table is free: its last batch was reaped (acc_seq - reap_seq <
+         * nslots). Stores here precede the graph launch, which the device sees after them. */
         const void **tin = s->tab->ptr, **tout = s->tab->ptr + e->max_batch;
         for (uint32_t i = 0; i < b->n; i++) {
             int ok = b->status[i] == 0;
@@ -1393,20 +1476,22 @@ static int cuda_submit(struct oag_engine *e, struct oag_batch *b)
     s->b = b;
     s->bucket = b->n ? bucket_of(e, b->n) : 0;
     s->t_submit = now_ns();
-    s->rc = enqueue(e, s, b);
-    if (s->rc) {
-        /* Nothing of this batch may still run once it is reaped: wait for what was enqueued,
-         * then give the slot a fresh stream, handle and graphs. A failing wait means the
-         * context itself is gone. */
-        (void)cudaGetLastError();
-        err = cudaStreamSynchronize(s->st);
-        (void)cudaGetLastError();
-        if (err != cudaSuccess || slot_rebuild(e, s) != 0)
-            atomic_store(&e->broken, 1);
-    }
+    s->fault = e->fault;
+    e->fault = OAG_CUDA_FAULT_NONE;
+    uint64_t seq = e->acc_seq++;
     e->batches++;
     pthread_mutex_lock(&e->mu);
-    e->sub_seq++;
+    /* Batches go to the device in order: through the launch thread while it has any. */
+    if (e->launcher && (s->run_in.n || s->run_out.n || e->launch_req != e->sub_seq)) {
+        e->launch_req = seq + 1;
+        pthread_cond_signal(&e->cv_launch);
+        pthread_mutex_unlock(&e->mu);
+        return 0;
+    }
+    pthread_mutex_unlock(&e->mu);
+    launch(e, s);
+    pthread_mutex_lock(&e->mu);
+    e->sub_seq = e->launch_req = seq + 1; /* the launch thread stays idle */
     pthread_cond_signal(&e->cv_work);
     pthread_mutex_unlock(&e->mu);
     return 0;
@@ -1427,7 +1512,7 @@ static struct oag_batch *cuda_reap(struct oag_engine *e)
         if (e->reap_seq == done)
             return NULL;
     }
-    struct oag_batch *b = e->slot[e->reap_seq % CU_SLOTS].b;
+    struct oag_batch *b = e->slot[e->reap_seq % e->nslots].b;
     e->reap_seq++;
     return b;
 }
@@ -1486,6 +1571,8 @@ static void cuda_host_unregister(void *p)
 
 static uint32_t cuda_out_row_bytes(struct oag_engine *e) { return e->out_bytes; }
 
+static uint32_t cuda_inflight(struct oag_engine *e) { return e->nslots; }
+
 void oag__cuda_fault_next(struct oag_engine *e, enum oag_cuda_fault kind) { e->fault = kind; }
 
 void oag__cuda_stats(struct oag_engine *e, struct oag_cuda_stats *out)
@@ -1527,6 +1614,7 @@ const struct oag_engine_ops engine_cuda_ops = {
     .event_fd = cuda_event_fd,
     .out_row_bytes = cuda_out_row_bytes,
     .max_inflight = CU_SLOTS,
+    .inflight = cuda_inflight,
     .stats = cuda_stats,
     .host_register = cuda_host_register,
     .host_unregister = cuda_host_unregister,

@@ -80,6 +80,9 @@ struct oag_engine_ops {
     uint32_t (*out_row_bytes)(struct oag_engine *e);
     /* Async only: batches that may be in flight at once (>= 2 to overlap copies and compute). */
     uint32_t max_inflight;
+    /* Optional: this instance's own count when it differs from max_inflight (set at create,
+     * for example from the environment). */
+    uint32_t (*inflight)(struct oag_engine *e);
     /* Optional (NULL: nothing to report): fills *st; 0 or a negative errno. Called from the
      * scheduler's thread, a few times a second at most. */
     int (*stats)(struct oag_engine *e, struct oag_engine_stats *st);

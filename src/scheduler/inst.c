@@ -92,7 +92,8 @@ int inst_create(struct inst **out, const struct oag_engine_ops *ops,
     if (rc)
         goto fail;
     if (ops->reap) {
-        in->max_inflight = ops->max_inflight ? ops->max_inflight : 2;
+        in->max_inflight = ops->inflight ? ops->inflight(in->e)
+                           : ops->max_inflight ? ops->max_inflight : 2;
         if (in->max_inflight > QCAP)
             in->max_inflight = QCAP;
         in->efd = ops->event_fd ? ops->event_fd(in->e) : -1;

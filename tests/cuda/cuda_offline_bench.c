@@ -48,13 +48,14 @@ static int cmp_d(const void *a, const void *b)
 
 #define PTR_MAX 2048u
 #define PTR_LANES 64u
+#define NB_MAX 6 /* batches the bench keeps in flight at most */
 
 /* Points batch j's n rows at lane slots (see the top): in from the first half of the region,
  * out from the second. */
 static void ptr_place(struct oag_batch *b, uint8_t *region, size_t half, uint32_t slot,
                       uint32_t j, uint32_t n)
 {
-    const uint32_t per_lane = 3 * PTR_MAX / PTR_LANES; /* slots per lane: 3 batches' worth */
+    const uint32_t per_lane = NB_MAX * PTR_MAX / PTR_LANES; /* slots per lane: a batch each */
     for (uint32_t r = 0; r < n; r++) {
         uint32_t lane = (r / 8) % PTR_LANES;
         uint32_t k = j * (PTR_MAX / PTR_LANES) + (r / (8 * PTR_LANES)) * 8 + r % 8;
@@ -92,7 +93,7 @@ static void bench_model(const char *name, uint32_t width, uint32_t nlin, int run
         t_model_free(&tm);
         return;
     }
-    printf("engine create (upload, %u slots x 14 graphs): %.0f ms\n", ops->max_inflight,
+    printf("engine create (upload, %u slots x 14 graphs): %.0f ms\n", ops->inflight(e),
            (now_us() - t0) / 1e3);
 
     const void *w[16], *b[16];
@@ -110,7 +111,7 @@ static void bench_model(const char *name, uint32_t width, uint32_t nlin, int run
         t_failures++;
     }
 
-    enum { NB = 3 };
+    enum { NB = NB_MAX };
     struct t_batch tb[NB];
     float *x = t_input(max_batch, width, -1, 1);
     for (int i = 0; i < NB; i++) {
@@ -124,7 +125,7 @@ static void bench_model(const char *name, uint32_t width, uint32_t nlin, int run
     const uint8_t **ip[NB] = { 0 };
     uint8_t **op[NB] = { 0 };
     uint32_t slot = (width * 4 + 63) & ~63u; /* a lane's payload stride */
-    size_t half = (size_t)3 * PTR_MAX * slot;
+    size_t half = (size_t)NB_MAX * PTR_MAX * slot;
     const char *kind = getenv("OAG_BENCH_REGION");
     kind = kind ? kind : "shared";
     uint8_t *region = MAP_FAILED;
@@ -182,7 +183,7 @@ static void bench_model(const char *name, uint32_t width, uint32_t nlin, int run
         free(t);
 
         /* pipelined: keep every slot busy */
-        uint32_t inflight = ops->max_inflight < NB ? ops->max_inflight : NB;
+        uint32_t inflight = ops->inflight(e) < NB ? ops->inflight(e) : NB;
         int submitted = 0, reaped = 0;
         double a = now_us();
         while (reaped < runs) {

@@ -3,7 +3,8 @@
  * correct results with the default buckets (powers of two up to max_batch) and with the
  * scheduler's own list; padded rows never leak into results; strided rows (payload slots wider
  * than a row) copy correctly; a row of the wrong size fails alone with -EINVAL; three batches
- * in flight come back in submission order; a fourth is refused with -EBUSY; a batch over
+ * in flight (OAG_CUDA_INFLIGHT=3: the engine says 3) come back in submission order; a fourth
+ * is refused with -EBUSY; a batch over
  * max_batch with -EINVAL; an empty batch completes. Exits 77 without a GPU.
  */
 #include "cu_test.h"
@@ -40,6 +41,7 @@ static void sizes(const char *name, const struct oag_model *m, uint32_t max_batc
     CHECK_EQ(rc, 0);
     if (rc)
         return;
+    CHECK_EQ(ops->inflight(e), 3u);
     struct oag_cuda_stats st;
     oag__cuda_stats(e, &st);
     CHECK_EQ(st.nbuckets, nwant);
@@ -124,6 +126,7 @@ int main(void)
         return T_SKIP;
     }
     t_tmp_init();
+    setenv("OAG_CUDA_INFLIGHT", "3", 1); /* read by create() */
     static const struct oag_gen_layer L[] = {
         { .kind = OAG_L_LINEAR, .out_dim = 256, .bias = 1 }, { .kind = OAG_L_GELU },
         { .kind = OAG_L_LINEAR, .out_dim = 40, .bias = 1 },

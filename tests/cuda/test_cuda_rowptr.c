@@ -16,7 +16,12 @@
  *     once a run reaches OAG_CUDA_DMA_MIN bytes (set low here): runs of 1..13 rows with copied
  *     rows and a failed row breaking them come back right, with nothing written between runs or
  *     into the failed row's slot, and the engine's counters show rows moved by copy engine;
- *     a batch that is one whole run (no row left to the kernels: the plan's graph alone) too.
+ *     a batch that is one whole run (no row left to the kernels: the plan's graph alone) too;
+ *   - the launch thread (OAG_CUDA_LAUNCHER=1, in the 4-block pass; the other pass enqueues
+ *     everything on the caller's thread): a batch with runs, a plain one
+ *     and a by-pointer one without runs in flight together come back in order, each right; a
+ *     launch refused on the launch thread fails that batch alone (-EIO) and the next batch
+ *     with runs is right.
  * Both launch shapes of the gather/scatter kernels: one block per row (the default) and a few
  * blocks walking the rows (OAG_CUDA_ROW_BLOCKS=4).
  * Exits 77 without a GPU, or when the device cannot use registered host memory by pointer.
@@ -267,6 +272,60 @@ static void run_model(const struct oag_model *m)
         free(x);
     }
 
+    /* In flight through the launch thread: runs (handed over), plain and by pointer without
+     * runs (queued behind it), in order. */
+    {
+        float *xa = t_input(64, m->input_dim, -2, 2), *xb = t_input(33, m->input_dim, -2, 2),
+              *xc = t_input(17, m->input_dim, -2, 2);
+        memset(l.map, GUARD, l.len);
+        memset(tb[0].b.out, GUARD, (size_t)mb * tb[0].b.out_stride);
+        place_runs(&tb[0], &l, xa, 64, m->input_dim, m->output_dim, UINT32_MAX, 1);
+        uint8_t gb[64], ga[64];
+        memcpy(gb, g_before, sizeof gb);
+        memcpy(ga, g_after, sizeof ga);
+        const uint8_t **ip1 = tb[1].b.in_ptr;
+        uint8_t **op1 = tb[1].b.out_ptr;
+        tb[1].b.in_ptr = NULL;
+        tb[1].b.out_ptr = NULL;
+        t_batch_fill(&tb[1], xb, 33, m->input_dim);
+        /* the third's rows sit in slots past the packed ones */
+        struct lane l3 = { .map = l.map + 48 * SLOT, .len = l.len - 48 * SLOT };
+        place(&tb[2], &l3, xc, 17, m->input_dim, UINT32_MAX);
+        for (int i = 0; i < 3; i++)
+            CHECK_EQ(ops->submit(e, &tb[i].b), 0);
+        for (int i = 0; i < 3; i++) {
+            struct oag_batch *got = t_reap_wait(ops, e, 20000);
+            CHECK(got == &tb[i].b, "launch thread: batch %d came back out of order", i);
+            if (got)
+                CHECK_EQ(got->whole_rc, 0);
+        }
+        verify("launch thread, by pointer", &tb[2], m, xc, UINT32_MAX);
+        memcpy(g_before, gb, sizeof gb);
+        memcpy(g_after, ga, sizeof ga);
+        verify("launch thread, runs", &tb[0], m, xa, UINT32_MAX);
+        uint32_t od = m->output_dim;
+        double *rb = malloc((size_t)33 * od * sizeof *rb);
+        t_ref(m, xb, 33, rb);
+        double eb = t_err(tb[1].b.out, tb[1].b.out_stride, rb, 33, od, NULL);
+        CHECK(eb <= t_bound(m->dtype), "plain batch behind the launch thread: error %.3e", eb);
+        free(rb);
+        tb[1].b.in_ptr = ip1;
+        tb[1].b.out_ptr = op1;
+
+        /* a refused launch on the launch thread: that batch alone fails */
+        memset(l.map, GUARD, l.len);
+        place_runs(&tb[0], &l, xa, 64, m->input_dim, m->output_dim, UINT32_MAX, 1);
+        oag__cuda_fault_next(e, OAG_CUDA_FAULT_LAUNCH);
+        CHECK_EQ(t_run(&tb[0]), -EIO);
+        memset(l.map, GUARD, l.len);
+        place_runs(&tb[0], &l, xa, 64, m->input_dim, m->output_dim, UINT32_MAX, 1);
+        CHECK_EQ(t_run(&tb[0]), 0);
+        verify("runs after a refused launch", &tb[0], m, xa, UINT32_MAX);
+        free(xa);
+        free(xb);
+        free(xc);
+    }
+
     for (int i = 0; i < 3; i++) {
         free(tb[i].b.in_ptr);
         free(tb[i].b.out_ptr);
@@ -295,6 +354,7 @@ int main(void)
     setenv("OAG_CUDA_DMA_MIN", "1024", 1);
     for (int k = 0; k < 2; k++) {
         setenv("OAG_CUDA_ROW_BLOCKS", blocks[k], 1);
+        setenv("OAG_CUDA_LAUNCHER", k ? "1" : "0", 1); /* the launch thread with 4 blocks */
         for (int d = 0; d < 2; d++) {
             struct t_model tm;
             t_model_make(&tm, "rowptr", dts[d], 128, 3, L, 7 + d, 0);

@@ -646,8 +646,11 @@ unsigned auto_window(const struct opts *o, unsigned max_batch, unsigned agents)
 {
     if (o->m_window)
         return o->m_window;
-    /* enough outstanding overall for a batch forming while the engine holds its in-flight ones */
-    unsigned w = next_pow2((4 * max_batch + agents - 1) / agents);
+    /* Enough outstanding overall that the device never waits (Little's law): the engine holds
+     * 3 batches in flight and one forms, and about as many again are on their way between the
+     * engine and the agents (results being returned, tasks being resubmitted): 8 batches' worth.
+     * With 4 the queue ran dry between batches (avg batch 425 of 512 on the 4096 model). */
+    unsigned w = next_pow2((8 * max_batch + agents - 1) / agents);
     if (w < 8)
         w = 8;
     if (w > 1024)

@@ -149,7 +149,7 @@ int off_child(const struct opts *o, const char *dir, struct off_shared *sh,
     uint32_t in_stride = round64(payload), out_stride = round64(out_bytes);
     uint32_t nslot = 1;
     if (ops->reap)
-        nslot = ops->max_inflight ? ops->max_inflight : 2;
+        nslot = ops->inflight ? ops->inflight(e) : ops->max_inflight ? ops->max_inflight : 2;
     if (nslot > 8)
         nslot = 8;
     sh->max_inflight = ops->reap ? nslot : 1;

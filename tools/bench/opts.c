@@ -47,7 +47,7 @@ void usage(FILE *f)
         "  --e2e-batch N      --max-batch of the end-to-end and sync/pipelined supervisors (512)\n"
         "  --e2e-agents LIST  agent counts of the end-to-end rows (default 64,512)\n"
         "  --e2e-delay-us N   their --max-delay-us (default 200)\n"
-        "  --model-window W   tasks outstanding per async agent (default: 4 x batch / agents,\n"
+        "  --model-window W   tasks outstanding per async agent (default: 8 x batch / agents,\n"
         "                     a power of two in 8..1024)\n"
         "  --model-duration S measured seconds per agent row (default 3)\n"
         "  --model-warmup S   unmeasured seconds before (default 0.5)\n"
