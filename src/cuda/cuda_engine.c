@@ -2,10 +2,17 @@
  * cuda_engine.c - the "cuda" engine: an MLP forward per batch on one GPU, asynchronous.
  *
  * Per batch (submit): copy the rows in (H2D), launch the CUDA graph captured for the smallest
- * bucket >= n, copy the rows out (D2H), record an event; all on the stream of one of CU_SLOTS
- * slots, so up to three batches are in flight and one batch's copies overlap another's compute.
- * Rows n..bucket-1 of a padded bucket hold stale data; rows are independent in every op, so
- * they are computed and ignored.
+ * bucket >= n, copy the rows out (D2H), record an event; all on the stream of one of the
+ * engine's slots (OAG_CUDA_INFLIGHT, default 4), so that many batches are in flight and one
+ * batch's copies overlap another's compute. Rows n..bucket-1 of a padded bucket hold stale
+ * data; rows are independent in every op, so they are computed and ignored.
+ *
+ * Rows by pointer (the scheduler's lanes, registered with host_register): each row is read from
+ * and written to its own host address. Rows adjacent in host memory (a lane's consecutive
+ * payloads) form runs; a run of OAG_CUDA_DMA_MIN bytes or more goes by the copy engines, all of
+ * a batch's runs one way in one cudaMemcpyBatchAsync, beside the other batches' GEMMs; the other
+ * rows go by gather/scatter kernels captured with the plan (a graph per bucket), which skip
+ * the rows the runs carry. A batch left with no kernel row runs the plain plan's graph.
  *
  * Compute: cublasGemmEx for every linear (weights in their own dtype; fp16/bf16 on tensor cores
  * with fp32 accumulation and an fp32 result; fp32 weights use plain FP32 SGEMM by default,
@@ -42,7 +49,8 @@
  * vanish under the scheduler in a device reset; ours stays mapped and is registered again.
  *
  * Threads: the ops are called from one thread (the scheduler's); the completion thread touches
- * only the slot it is finishing, done_seq and the eventfd. One engine per GPU per process: a
+ * only the slot it is finishing, done_seq and the eventfd; the launch thread (opt-in,
+ * OAG_CUDA_LAUNCHER=1) only the slots handed to it, in order, and sub_seq under mu. One engine per GPU per process: a
  * reset of the device also ends the resources of any other engine on it (cu_ctx_gen lets that
  * engine notice, rebuild, and never free stale pointers into the new context).
  */
