@@ -50,9 +50,10 @@
  *
  * Threads: the ops are called from one thread (the scheduler's); the completion thread touches
  * only the slot it is finishing, done_seq and the eventfd; the launch thread (opt-in,
- * OAG_CUDA_LAUNCHER=1) only the slots handed to it, in order, and sub_seq under mu. One engine per GPU per process: a
- * reset of the device also ends the resources of any other engine on it (cu_ctx_gen lets that
- * engine notice, rebuild, and never free stale pointers into the new context).
+ * OAG_CUDA_LAUNCHER=1) only the slots handed to it, in order, and sub_seq under mu. One engine
+ * per GPU per process: a reset of the device also ends the resources of any other engine on it
+ * (cu_ctx_gen lets that engine notice, rebuild, and never free stale pointers into the new
+ * context).
  */
 #include <errno.h>
 #include <pthread.h>

@@ -139,9 +139,12 @@ static void status(struct sup *s, struct out *o, int json)
         outf(o, "wake-ups %llu (%llu by %d waker threads); agents at nice +%d\n",
              (unsigned long long)s->bat.wakes, (unsigned long long)s->bat.wakes_handed,
              s->wakers.n, s->cfg.agent_nice);
-        outf(o, "batcher max-batch %u max-delay-us %u max-queue %u intake-quantum %u%s; "
+        char quantum[16] = "auto";
+        if (s->cfg.intake_quantum)
+            snprintf(quantum, sizeof quantum, "%u", s->cfg.intake_quantum);
+        outf(o, "batcher max-batch %u max-delay-us %u max-queue %u intake-quantum %s%s; "
                 "queued %u; avg queue %.1f us, avg compute %.1f us per batch\n",
-             s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_queue, s->cfg.intake_quantum,
+             s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_queue, quantum,
              s->cfg.in_order ? " in-order" : "", s->bat.npend,
              s->bat.tasks_total ? (double)s->bat.queue_ns / 1e3 / (double)s->bat.tasks_total : 0.0,
              s->bat.batches ? (double)s->bat.compute_ns / 1e3 / (double)s->bat.batches : 0.0);
