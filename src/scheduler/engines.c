@@ -113,6 +113,16 @@ static int build(struct sup *s, const struct oag_engine_ops *ops, const char *mo
             out->model = NULL;
             return -EMSGSIZE;
         }
+        /* A lane's payloads are --max-payload (rounded up to 64) apart: only when that is the
+         * input row itself are an agent's consecutive rows one range the cuda engine can move
+         * with the copy engines; say so where a wider setting gives that up. */
+        uint32_t stride = (s->cfg.max_payload + 63u) & ~63u, in_row = out->model->input_dim * 4u;
+        if (!strcmp(ops->name, "cuda") && stride != in_row && in_row % 64 == 0 &&
+            !s->cfg.copy_rows)
+            log_info("model %s: input rows of %u bytes sit %u bytes apart in the lanes "
+                     "(--max-payload %u): agents' rows cannot go by the copy engines in runs; "
+                     "--max-payload %u would let them", out->name, in_row, stride,
+                     s->cfg.max_payload, in_row);
     }
     int devs[SUP_MAX_GPUS], ndev;
     int is_gpu = !strcmp(ops->name, "cuda");
