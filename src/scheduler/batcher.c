@@ -211,8 +211,16 @@ static void lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx, uin
     if (cidx == NIL)
         cidx = lane_assign(s, l, sub_idx);
     struct oag_slot_hdr *slot = ring_slot(&l->cmp, cidx);
-    struct oag_slot_hdr h = { .ticket = ticket, .len = len, .status = status };
-    memcpy(slot, &h, sizeof h);
+    /* Field by field, straight into the slot: a header built on the stack and copied with
+     * 16-byte loads made each copy wait (store forwarding fails across the narrower stores)
+     * until the store buffer drained, with the previous results' misses in it. */
+    slot->ticket = ticket;
+    slot->len = len;
+    slot->status = status;
+    slot->timeout_us = 0;
+    slot->priority = 0;
+    memset(slot->rsvd, 0, sizeof slot->rsvd);
+    slot->submit_ns = 0;
     if (len && data)
         add_copy(&s->bat, ring_payload(&l->cmp, cidx), data, len); /* copied before the lane
                                                                      is published */
@@ -771,7 +779,7 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
         const struct task *t = &bs->tasks[i];
         const struct lane *l = &s->lanes[t->lane];
         if (t->mem && l->in_use && l->generation == t->gen)
-            __builtin_prefetch(ring_slot(&l->cmp, t->cidx), 1);
+            oag_prefetch_w(ring_slot(&l->cmp, t->cidx));
     }
     uint32_t nrel = 0;
     for (uint32_t i = 0; i < n; i++) {

@@ -58,4 +58,16 @@ static inline void oag_cpu_relax(void)
 #endif
 }
 
+/* Starts fetching the line at p for writing (exclusive): a line another core holds is taken
+ * over before the store that needs it. __builtin_prefetch(p, 1) emits a plain read prefetch on
+ * x86-64 unless built for PREFETCHW; the instruction itself is a no-op on cores without it. */
+static inline void oag_prefetch_w(const void *p)
+{
+#if defined(__x86_64__)
+    __asm__ __volatile__("prefetchw %0" : : "m"(*(const char *)p));
+#else
+    __builtin_prefetch(p, 1);
+#endif
+}
+
 #endif

@@ -34,8 +34,11 @@
  *   b1d-both            both directions at once, on two streams (GB/s each way)
  *   m1d-both            the same runs by one cudaMemcpyAsync each, both directions, each
  *                       direction spread over two streams (copy engines in parallel)
- *   (GB_PIECE=BYTES registers the region in pieces, as many lanes are; GB_ORDER=any and
+ *   (GB_HUGE=1|2 backs the region with huge pages: hugetlb, or shmem THP by madvise;
+ *   GB_PIECE=BYTES registers the region in pieces, as many lanes are; GB_ORDER=any and
  *   GB_FLAGS=0 change the batched copies' attributes)
+ *   ldw-gN / stw-gN     one warp per row, N blocks of 256 threads, 8 16-byte accesses in
+ *                       flight per thread (ldw4: 4); warp-bothN: both directions at once
  *   cpu-tN              N host threads copying the rows from their slots into a contiguous
  *                       pinned buffer and back out to other slots (the host's share if rows
  *                       were staged for the copy engines), GB/s each way
@@ -139,6 +142,43 @@ __global__ void st16(uint8_t *const *dst, const uint8_t *src, uint32_t row)
     const uint8_t *s = src + (size_t)blockIdx.x * row;
     for (uint32_t i = threadIdx.x * 16; i < row; i += blockDim.x * 16)
         *(uint4 *)(d + i) = *(const uint4 *)(s + i);
+}
+
+/* One warp per row, up to U independent 16-byte accesses in flight per thread (U x 512 bytes a
+ * warp): a block of 256 threads has 8 rows in flight where the block-per-row kernels have one
+ * (a 3 KB row keeps only 192 of their 256 threads busy, one access each). */
+template <int U>
+__device__ __forceinline__ void warp_row(uint8_t *d, const uint8_t *s, uint32_t row, unsigned ln)
+{
+    for (uint32_t i = ln * 16; i < row; i += U * 512) {
+        uint4 v[U];
+#pragma unroll
+        for (int k = 0; k < U; k++)
+            if (i + k * 512 < row)
+                v[k] = *(const uint4 *)(s + i + k * 512);
+#pragma unroll
+        for (int k = 0; k < U; k++)
+            if (i + k * 512 < row)
+                *(uint4 *)(d + i + k * 512) = v[k];
+    }
+}
+
+template <int U>
+__global__ void ldw(uint8_t *dst, const uint8_t *const *src, uint32_t row, uint32_t rows)
+{
+    const unsigned ln = threadIdx.x & 31;
+    const uint32_t w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, nw = (gridDim.x * blockDim.x) >> 5;
+    for (uint32_t r = w; r < rows; r += nw)
+        warp_row<U>(dst + (size_t)r * row, src[r], row, ln);
+}
+
+template <int U>
+__global__ void stw(uint8_t *const *dst, const uint8_t *src, uint32_t row, uint32_t rows)
+{
+    const unsigned ln = threadIdx.x & 31;
+    const uint32_t w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, nw = (gridDim.x * blockDim.x) >> 5;
+    for (uint32_t r = w; r < rows; r += nw)
+        warp_row<U>(dst[r], src + (size_t)r * row, row, ln);
 }
 
 __global__ void busy(float *out, int iters)
@@ -253,11 +293,35 @@ int main(int argc, char **argv)
         return 77;
     }
     size_t lane = (size_t)slot * rows * 2 + 4096;
-    int fd = memfd_create("gb-lane", 0);
-    if (fd < 0 || ftruncate(fd, (off_t)lane) != 0)
+    /* GB_HUGE=1: the region in 2 MB huge pages (a hugetlb memfd); GB_HUGE=2: a plain memfd
+     * with MADV_HUGEPAGE (shmem transparent huge pages): does the device's address
+     * translation of rows spread over many pages (many lanes) cost bandwidth? */
+    const char *huge_s = getenv("GB_HUGE");
+    int huge = huge_s ? atoi(huge_s) : 0;
+    if (huge == 1)
+        lane = (lane + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
+    int fd = memfd_create("gb-lane", huge == 1 ? MFD_HUGETLB : 0);
+    if (fd < 0 || ftruncate(fd, (off_t)lane) != 0) {
+        perror("gather_bench: memfd");
         return 1;
+    }
     uint8_t *map = (uint8_t *)mmap(NULL, lane, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        perror("gather_bench: mmap");
+        return 1;
+    }
+    if (huge == 2 && madvise(map, lane, MADV_HUGEPAGE) != 0)
+        perror("gather_bench: madvise(MADV_HUGEPAGE)");
     memset(map, 1, lane);
+    if (huge) {
+        FILE *sm = fopen("/proc/self/smaps_rollup", "r");
+        char line[256];
+        while (sm && fgets(line, sizeof line, sm))
+            if (strstr(line, "Huge") || strstr(line, "Pmd"))
+                printf("  %s", line);
+        if (sm)
+            fclose(sm);
+    }
     /* GB_PIECE=BYTES: the region registered in pieces of that many bytes (page multiple), as
      * many agents' lanes are: does the host time of a transfer grow with the registrations?
      * With pieces of RUN rows, every packed run (b1d) lies in one piece. */
@@ -386,6 +450,59 @@ int main(int argc, char **argv)
                 printf("  %-9s %7.1f GB/s  (%.1f us a batch)\n", name[v], bytes / (ms * 1e6),
                        ms * 1e3 / reps);
         }
+    }
+    {
+        /* warp per row (ldw/stw, 8 accesses in flight a thread; -u4: 4): blocks of 256 */
+        struct { const char *name; int dir; unsigned g; int u; } wv[] = {
+            { "ldw-g16", 1, 16, 8 }, { "ldw-g32", 1, 32, 8 }, { "ldw-g64", 1, 64, 8 },
+            { "ldw-g132", 1, 132, 8 }, { "ldw4-g32", 1, 32, 4 }, { "stw-g16", 2, 16, 8 },
+            { "stw-g32", 2, 32, 8 }, { "stw-g64", 2, 64, 8 }, { "warp-both16", 3, 16, 8 },
+            { "warp-both32", 3, 32, 8 }, { "warp-both64", 3, 64, 8 },
+            { "kern-both", 4, 32, 8 } }; /* kern-both again: the baseline in the same block */
+        for (unsigned v = 0; v < sizeof wv / sizeof wv[0]; v++) {
+            for (int pass = 0; pass < 2; pass++) {
+                CK(cudaEventRecord(a, st));
+                CK(cudaStreamWaitEvent(st2, a, 0));
+                for (int i = 0; i < reps; i++) {
+                    if ((wv[v].dir & 1) || wv[v].dir == 4) {
+                        if (wv[v].dir == 4)
+                            ld16x4g<<<32, 256, 0, st>>>(dev, in_ptr, row, rows);
+                        else if (wv[v].u == 4)
+                            ldw<4><<<wv[v].g, 256, 0, st>>>(dev, in_ptr, row, rows);
+                        else
+                            ldw<8><<<wv[v].g, 256, 0, st>>>(dev, in_ptr, row, rows);
+                    }
+                    if (wv[v].dir == 4)
+                        st16x4g<<<32, 256, 0, st2>>>(out_ptr, dev2, row, rows);
+                    else if (wv[v].dir & 2)
+                        stw<8><<<wv[v].g, 256, 0, wv[v].dir == 3 ? st2 : st>>>(out_ptr, dev2, row, rows);
+                }
+                CK(cudaGetLastError());
+                cudaEvent_t j;
+                CK(cudaEventCreateWithFlags(&j, cudaEventDisableTiming));
+                CK(cudaEventRecord(j, st2));
+                CK(cudaStreamWaitEvent(st, j, 0));
+                CK(cudaEventDestroy(j));
+                CK(cudaEventRecord(b, st));
+                CK(cudaEventSynchronize(b));
+                float ms = 0;
+                CK(cudaEventElapsedTime(&ms, a, b));
+                if (pass)
+                    printf("  %-11s %7.1f GB/s%s  (%.1f us a batch)\n", wv[v].name,
+                           bytes / (ms * 1e6), wv[v].dir >= 3 ? " each way" : "",
+                           ms * 1e3 / reps);
+            }
+        }
+        /* check: warp-gathered rows are the lane's, warp-scattered rows land in the slots */
+        memset(map + 32 + (size_t)(rows - 1) * slot, 3, row);
+        ldw<8><<<32, 256, 0, st>>>(dev, in_ptr, row, rows);
+        CK(cudaMemcpy(pin, dev + (size_t)(rows - 1) * row, row, cudaMemcpyDeviceToHost));
+        int ok = pin[0] == 3 && pin[row - 1] == 3;
+        CK(cudaMemset(dev2, 4, (size_t)rows * row));
+        stw<8><<<32, 256, 0, st>>>(out_ptr, dev2, row, rows);
+        CK(cudaStreamSynchronize(st));
+        ok = ok && out_ptr[rows - 1][0] == 4 && out_ptr[rows - 1][row - 1] == 4;
+        printf("  check warp: %s\n", ok ? "ok" : "WRONG");
     }
     {
         /* compute beside the copies: calibrate busy to ~ the kern-both time, then both */
