@@ -245,6 +245,8 @@ static void trace_add(struct batcher *bt, uint32_t lane, uint32_t gen, uint64_t 
                              .batch = batch, .status = status };
 }
 
+#define PUB_AHEAD 8 /* lines fetched this many lanes or tasks ahead of their use */
+
 /* Publishes what was written to each touched lane, waking agents that sleep. */
 static void publish_touched(struct sup *s)
 {
@@ -256,8 +258,18 @@ static void publish_touched(struct sup *s)
         bt->trace_unpub = bt->trace_n - TRACE_CAP;
     for (; bt->trace_unpub < bt->trace_n; bt->trace_unpub++)
         bt->trace[bt->trace_unpub % TRACE_CAP].pub_ns = pub;
-    uint32_t nwake = 0;
+    /* Publish every touched lane, then one fence, then look which agents sleep: a fence per
+     * lane waited each time for the store buffer to drain, the index's miss (a line its agent
+     * reads) with it. The index and `waiting` lines are fetched a few lanes ahead. */
+    uint32_t nwake = 0, npub = 0;
     for (uint32_t k = 0; k < bt->ntouched; k++) {
+        if (k + PUB_AHEAD < bt->ntouched) {
+            const struct lane *la = &s->lanes[bt->touched[k + PUB_AHEAD]];
+            if (la->in_use) {
+                oag_prefetch_w(&la->cmp.ctl->prod);
+                __builtin_prefetch(&la->cmp.ctl->waiting);
+            }
+        }
         struct lane *l = &s->lanes[bt->touched[k]];
         l->touched = 0;
         if (!l->in_use)
@@ -270,9 +282,15 @@ static void publish_touched(struct sup *s)
         }
         if (n) {
             ring_prod_publish(&l->cmp, n);
-            if (ring_prod_needs_wake(&l->cmp))
-                bt->wake_fd[nwake++] = l->cmp_efd;
+            bt->touched[npub++] = l->id; /* k >= npub: the slot is read already */
         }
+    }
+    if (npub)
+        oag_fence_seqcst();
+    for (uint32_t k = 0; k < npub; k++) {
+        struct lane *l = &s->lanes[bt->touched[k]];
+        if (ring_prod_waiter(&l->cmp))
+            bt->wake_fd[nwake++] = l->cmp_efd;
     }
     bt->ntouched = 0;
     /* A few wake-ups are written here (a hand-off would only add latency); a burst goes to the
@@ -748,6 +766,13 @@ static void run_retries(struct sup *s)
     }
 }
 
+static inline void prefetch_result_slot(struct sup *s, const struct task *t)
+{
+    const struct lane *l = &s->lanes[t->lane];
+    if (t->mem && l->in_use && l->generation == t->gen)
+        oag_prefetch_w(ring_slot(&l->cmp, t->cidx));
+}
+
 void batcher_complete(struct sup *s, struct oag_batch *b)
 {
     struct batcher *bt = &s->bat;
@@ -773,16 +798,15 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
         run->consec_errors = 0;
     }
     bt->compute_ns += done_ns - bs->start_ns;
-    /* Result headers go into completion slots the agents' cores hold: start those misses
-     * (for writing) before the loop below needs them. */
-    for (uint32_t i = 0; i < n; i++) {
-        const struct task *t = &bs->tasks[i];
-        const struct lane *l = &s->lanes[t->lane];
-        if (t->mem && l->in_use && l->generation == t->gen)
-            oag_prefetch_w(ring_slot(&l->cmp, t->cidx));
-    }
+    /* Result headers go into completion slots the agents' cores hold: fetch them (for
+     * writing) PUB_AHEAD tasks ahead of the loop that writes them, so that the misses overlap
+     * its work (all at once, most prefetches waited for a free fill buffer). */
+    for (uint32_t i = 0; i < n && i < PUB_AHEAD; i++)
+        prefetch_result_slot(s, &bs->tasks[i]);
     uint32_t nrel = 0;
     for (uint32_t i = 0; i < n; i++) {
+        if (i + PUB_AHEAD < n)
+            prefetch_result_slot(s, &bs->tasks[i + PUB_AHEAD]);
         struct task *t = &bs->tasks[i];
         struct lane *l = &s->lanes[t->lane];
         struct lane_mem *mem = t->mem;
