@@ -96,10 +96,6 @@
  * batches ran 7% faster end to end than with one block per row, the 768 model within the spread
  * (docs/BENCHMARKS.md, session 3). */
 #define CU_ROW_BLOCKS 32u
-/* A row per warp in those kernels (OAG_CUDA_ROW_WARP=1): more rows in flight, measured faster
- * one way (3 KB rows: 38 against 27 GB/s, tests/cuda/gather_bench) but no faster end to end
- * with both directions at once (docs/BENCHMARKS.md, session 5); off by default. */
-#define CU_ROW_WARP 0
 /* SMs of the copy kernels' own partition (OAG_CUDA_GREEN_SMS; 0: none, they share every SM). */
 #ifndef CU_GREEN_SMS
 #define CU_GREEN_SMS 0u
@@ -187,7 +183,6 @@ struct oag_engine {
     int rows_by_ptr;               /* the device can use registered host pointers directly */
     int timing;                    /* OAG_CUDA_TIMING=1: time batches with events */
     unsigned row_blocks;           /* blocks of the gather/scatter kernels (0: one per row) */
-    int row_warp;                  /* those kernels move a row per warp, not per block */
     int row_prio;                  /* OAG_CUDA_ROW_PRIO (default 1): gather and scatter at the
                                       device's greatest stream priority, GEMMs at the least, so
                                       rows cross the bus while other batches compute */
@@ -497,7 +492,7 @@ static int run_ptr_plan(struct oag_engine *e, struct cu_slot *s, uint32_t rows, 
     cudaError_t err = row_fork(s, 0, &st);
     if (err == cudaSuccess)
         err = cu_launch_gather(st, s->buf[CU_XIN], s->tab_dev, rows, e->in_bytes,
-                               e->row_blocks, e->row_warp);
+                               e->row_blocks);
     if (err == cudaSuccess)
         err = row_join(s, 0);
     if (err != cudaSuccess)
@@ -512,7 +507,7 @@ static int run_ptr_plan(struct oag_engine *e, struct cu_slot *s, uint32_t rows, 
     err = row_fork(s, 1, &st);
     if (err == cudaSuccess)
         err = cu_launch_scatter(st, s->tab_dev, e->max_batch, s->buf[CU_YOUT], rows,
-                                e->out_bytes, e->row_blocks, e->row_warp);
+                                e->out_bytes, e->row_blocks);
     if (err == cudaSuccess)
         err = row_join(s, 1);
     return err == cudaSuccess ? 0 : cu_fail(e, err, "scatter");
@@ -1059,8 +1054,6 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
     e->row_prio = !v || *v != '0';
     v = getenv("OAG_CUDA_ROW_BLOCKS");
     e->row_blocks = v ? (unsigned)atoi(v) : CU_ROW_BLOCKS;
-    v = getenv("OAG_CUDA_ROW_WARP");
-    e->row_warp = v ? *v == '1' : CU_ROW_WARP;
     v = getenv("OAG_CUDA_INFLIGHT");
     e->nslots = v ? (uint32_t)atoi(v) : CU_SLOTS;
     if (e->nslots < 2 || e->nslots > CU_MAX_SLOTS)

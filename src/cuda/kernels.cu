@@ -314,89 +314,28 @@ __global__ void scatter_kernel(const cu_rowtab *tab, uint32_t cap, const uint8_t
     }
 }
 
-/* One warp per row, 8 independent 16-byte accesses in flight per thread (4 KB a warp): a block
- * has 8 rows in flight where the kernels above have one, which small rows need (a 3 KB row keeps
- * 192 of a block's threads busy with one access each; measured in tests/cuda/gather_bench). */
-#define WARP_UNROLL 8
-
-__device__ __forceinline__ void warp_row(uint8_t *d, const uint8_t *s, uint32_t bytes,
-                                         unsigned ln)
+static unsigned row_blocks(uint32_t rows, unsigned max_blocks)
 {
-    if ((((uintptr_t)s | (uintptr_t)d | bytes) & 15) == 0) {
-        for (uint32_t i = ln * 16; i < bytes; i += WARP_UNROLL * 512) {
-            uint4 v[WARP_UNROLL];
-#pragma unroll
-            for (int k = 0; k < WARP_UNROLL; k++)
-                if (i + k * 512 < bytes)
-                    v[k] = *(const uint4 *)(s + i + k * 512);
-#pragma unroll
-            for (int k = 0; k < WARP_UNROLL; k++)
-                if (i + k * 512 < bytes)
-                    *(uint4 *)(d + i + k * 512) = v[k];
-        }
-    } else {
-        for (uint32_t i = ln * 4; i < bytes; i += 32 * 4)
-            *(uint32_t *)(d + i) = *(const uint32_t *)(s + i);
-    }
-}
-
-__global__ void gather_warp_kernel(uint8_t *dst, const cu_rowtab *tab, uint32_t row_bytes)
-{
-    const uint32_t n = tab->n, ln = threadIdx.x & 31;
-    const uint32_t w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const uint32_t nw = (gridDim.x * blockDim.x) >> 5;
-    for (uint32_t r = w; r < n; r += nw) {
-        const uint8_t *src = (const uint8_t *)tab->ptr[r];
-        if (src)
-            warp_row(dst + (size_t)r * row_bytes, src, row_bytes, ln);
-    }
-}
-
-__global__ void scatter_warp_kernel(const cu_rowtab *tab, uint32_t cap, const uint8_t *src,
-                                    uint32_t row_bytes)
-{
-    const uint32_t n = tab->n, ln = threadIdx.x & 31;
-    const uint32_t w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const uint32_t nw = (gridDim.x * blockDim.x) >> 5;
-    for (uint32_t r = w; r < n; r += nw) {
-        uint8_t *d = (uint8_t *)tab->ptr[cap + r];
-        if (d)
-            warp_row(d, src + (size_t)r * row_bytes, row_bytes, ln);
-    }
-}
-
-static unsigned row_blocks(uint32_t rows, unsigned max_blocks, int warp)
-{
-    if (warp)
-        rows = (rows + 7) / 8; /* 8 warps a block, a row each */
     return max_blocks && rows > max_blocks ? max_blocks : rows;
 }
 
 extern "C" cudaError_t cu_launch_gather(cudaStream_t st, void *dst, const struct cu_rowtab *tab,
-                                        uint32_t rows, uint32_t row_bytes, unsigned max_blocks,
-                                        int warp)
+                                        uint32_t rows, uint32_t row_bytes, unsigned max_blocks)
 {
     if (!rows || (row_bytes & 3))
         return cudaErrorInvalidValue;
-    const unsigned nb = row_blocks(rows, max_blocks, warp);
-    if (warp)
-        gather_warp_kernel<<<nb, 256, 0, st>>>((uint8_t *)dst, tab, row_bytes);
-    else
-        gather_kernel<<<nb, 256, 0, st>>>((uint8_t *)dst, tab, row_bytes);
+    gather_kernel<<<row_blocks(rows, max_blocks), 256, 0, st>>>((uint8_t *)dst, tab, row_bytes);
     return cudaGetLastError();
 }
 
 extern "C" cudaError_t cu_launch_scatter(cudaStream_t st, const struct cu_rowtab *tab,
                                          uint32_t cap, const void *src, uint32_t rows,
-                                         uint32_t row_bytes, unsigned max_blocks, int warp)
+                                         uint32_t row_bytes, unsigned max_blocks)
 {
     if (!rows || rows > cap || (row_bytes & 3))
         return cudaErrorInvalidValue;
-    const unsigned nb = row_blocks(rows, max_blocks, warp);
-    if (warp)
-        scatter_warp_kernel<<<nb, 256, 0, st>>>(tab, cap, (const uint8_t *)src, row_bytes);
-    else
-        scatter_kernel<<<nb, 256, 0, st>>>(tab, cap, (const uint8_t *)src, row_bytes);
+    scatter_kernel<<<row_blocks(rows, max_blocks), 256, 0, st>>>(tab, cap, (const uint8_t *)src,
+                                                                  row_bytes);
     return cudaGetLastError();
 }
 

@@ -47,14 +47,13 @@ struct cu_rowtab {
     const void *ptr[];             /* in[cap], then out[cap] */
 };
 /* dst row r (row_bytes, at dst + r * row_bytes) = *in[r] for r < n; NULL rows are skipped (a
- * failed row, or one the copy engines bring). At most max_blocks blocks (0: as many as rows
- * need). warp: a warp per row (8 rows in flight a block) instead of a block per row. */
+ * failed row, or one the copy engines bring). At most max_blocks blocks (0: one per row). */
 cudaError_t cu_launch_gather(cudaStream_t st, void *dst, const struct cu_rowtab *tab,
-                             uint32_t rows, uint32_t row_bytes, unsigned max_blocks, int warp);
+                             uint32_t rows, uint32_t row_bytes, unsigned max_blocks);
 /* *out[r] = src row r for r < n; NULL rows are skipped. */
 cudaError_t cu_launch_scatter(cudaStream_t st, const struct cu_rowtab *tab, uint32_t cap,
                               const void *src, uint32_t rows, uint32_t row_bytes,
-                              unsigned max_blocks, int warp);
+                              unsigned max_blocks);
 
 /* Fault injection (tests): a launch the runtime refuses at once (4096 threads per block; not
  * sticky), and a kernel that traps while it runs (a sticky error: the context is lost). */

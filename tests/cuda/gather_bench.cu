@@ -38,7 +38,8 @@
  *   GB_PIECE=BYTES registers the region in pieces, as many lanes are; GB_ORDER=any and
  *   GB_FLAGS=0 change the batched copies' attributes)
  *   ldw-gN / stw-gN     one warp per row, N blocks of 256 threads, 8 16-byte accesses in
- *                       flight per thread (ldw4: 4); warp-bothN: both directions at once
+ *                       flight per thread (ldw4: 4); warp-bothN: both directions at once;
+ *                       mix-bothN: ldw-gN and st-gN at once (warps gather, blocks scatter)
  *   cpu-tN              N host threads copying the rows from their slots into a contiguous
  *                       pinned buffer and back out to other slots (the host's share if rows
  *                       were staged for the copy engines), GB/s each way
@@ -458,6 +459,7 @@ int main(int argc, char **argv)
             { "ldw-g132", 1, 132, 8 }, { "ldw4-g32", 1, 32, 4 }, { "stw-g16", 2, 16, 8 },
             { "stw-g32", 2, 32, 8 }, { "stw-g64", 2, 64, 8 }, { "warp-both16", 3, 16, 8 },
             { "warp-both32", 3, 32, 8 }, { "warp-both64", 3, 64, 8 },
+            { "mix-both32", 5, 32, 8 }, { "mix-both16", 5, 16, 8 },
             { "kern-both", 4, 32, 8 } }; /* kern-both again: the baseline in the same block */
         for (unsigned v = 0; v < sizeof wv / sizeof wv[0]; v++) {
             for (int pass = 0; pass < 2; pass++) {
@@ -472,8 +474,8 @@ int main(int argc, char **argv)
                         else
                             ldw<8><<<wv[v].g, 256, 0, st>>>(dev, in_ptr, row, rows);
                     }
-                    if (wv[v].dir == 4)
-                        st16x4g<<<32, 256, 0, st2>>>(out_ptr, dev2, row, rows);
+                    if (wv[v].dir == 4 || wv[v].dir == 5) /* mix: warps gather, blocks scatter */
+                        st16x4g<<<wv[v].g, 256, 0, st2>>>(out_ptr, dev2, row, rows);
                     else if (wv[v].dir & 2)
                         stw<8><<<wv[v].g, 256, 0, wv[v].dir == 3 ? st2 : st>>>(out_ptr, dev2, row, rows);
                 }

@@ -349,14 +349,12 @@ int main(void)
         { .kind = OAG_L_LINEAR, .out_dim = 72, .bias = 1 },
     };
     static const enum oag_dtype dts[] = { OAG_DT_F16, OAG_DT_F32 };
-    /* read by create(): one block per row, 4 blocks walking the rows (with the launch thread),
-     * and 4 blocks of 8 warps walking them a row per warp */
-    static const char *const blocks[] = { "0", "4", "4" };
+    /* read by create(): one block per row (the default), and 4 blocks walking the rows */
+    static const char *const blocks[] = { "0", "4" };
     setenv("OAG_CUDA_DMA_MIN", "1024", 1);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 2; k++) {
         setenv("OAG_CUDA_ROW_BLOCKS", blocks[k], 1);
-        setenv("OAG_CUDA_LAUNCHER", k == 1 ? "1" : "0", 1);
-        setenv("OAG_CUDA_ROW_WARP", k == 2 ? "1" : "0", 1);
+        setenv("OAG_CUDA_LAUNCHER", k ? "1" : "0", 1); /* the launch thread with 4 blocks */
         for (int d = 0; d < 2; d++) {
             struct t_model tm;
             t_model_make(&tm, "rowptr", dts[d], 128, 3, L, 7 + d, 0);
