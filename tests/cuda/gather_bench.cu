@@ -40,6 +40,8 @@
  *   ldw-gN / stw-gN     one warp per row, N blocks of 256 threads, 8 16-byte accesses in
  *                       flight per thread (ldw4: 4); warp-bothN: both directions at once;
  *                       mix-bothN: ldw-gN and st-gN at once (warps gather, blocks scatter)
+ *   b1d-tN              b1d-both enqueued by N threads, each its share of the runs on
+ *                       streams of its own: does the host time of transfers overlap?
  *   cpu-tN              N host threads copying the rows from their slots into a contiguous
  *                       pinned buffer and back out to other slots (the host's share if rows
  *                       were staged for the copy engines), GB/s each way
@@ -278,6 +280,35 @@ static double m1d(uint8_t *host, uint8_t *dev, uint32_t rows, uint32_t row, uint
                            k & 1 ? s1 : s0));
     }
     return host_us() - a;
+}
+
+/* b1d from several threads: each enqueues the runs of its share of the rows, both directions,
+ * on streams of its own; does a transfer's host time overlap across threads? */
+struct b1d_job {
+    pthread_barrier_t *bar;
+    uint8_t *in, *out, *dev, *dev2;
+    uint32_t r0, r1, row, run;
+    int reps;
+    cudaStream_t sa, sb;
+};
+
+static void *b1d_thread(void *arg)
+{
+    struct b1d_job *j = (struct b1d_job *)arg;
+    uint32_t n = j->r1 - j->r0;
+    void **d = (void **)calloc(n, sizeof(void *)), **s = (void **)calloc(n, sizeof(void *));
+    size_t *z = (size_t *)calloc(n, sizeof(size_t));
+    size_t off = (size_t)j->r0 * j->row;
+    for (int i = 0; i < j->reps; i++) {
+        pthread_barrier_wait(j->bar);
+        b1d(d, s, z, j->in + off, j->dev + off, n, j->row, j->run, 1, j->sa);
+        b1d(d, s, z, j->out + off, j->dev2 + off, n, j->row, j->run, 0, j->sb);
+        pthread_barrier_wait(j->bar);
+    }
+    free(d);
+    free(s);
+    free(z);
+    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -622,6 +653,51 @@ int main(int argc, char **argv)
                    rest.sm.smCount, t_c * 1e3, t_x * 1e3, rows * (double)row / (t_x * 1e6),
                    t_b * 1e3);
         }
+    }
+    for (unsigned nt = 1; nt <= 4; nt *= 2) {
+        /* b1d-both issued by nt threads (runs split between them), host time of a batch */
+        pthread_barrier_t bar;
+        pthread_barrier_init(&bar, NULL, nt + 1);
+        pthread_t th[4];
+        struct b1d_job jobs[4];
+        uint32_t per = (rows / nt + run - 1) / run * run;
+        CK(cudaEventRecord(a, st));
+        for (unsigned k = 0; k < nt; k++) {
+            uint32_t r0 = k * per < rows ? k * per : rows, r1 = r0 + per < rows ? r0 + per : rows;
+            jobs[k] = (struct b1d_job){ &bar, pin0, pout0, dev, dev2, r0, r1, row, run, reps, 0, 0 };
+            CK(cudaStreamCreateWithFlags(&jobs[k].sa, cudaStreamNonBlocking));
+            CK(cudaStreamCreateWithFlags(&jobs[k].sb, cudaStreamNonBlocking));
+            CK(cudaStreamWaitEvent(jobs[k].sa, a, 0));
+            CK(cudaStreamWaitEvent(jobs[k].sb, a, 0));
+            pthread_create(&th[k], NULL, b1d_thread, &jobs[k]);
+        }
+        double t0 = host_us();
+        for (int i = 0; i < reps; i++) {
+            pthread_barrier_wait(&bar);
+            pthread_barrier_wait(&bar);
+        }
+        double hus = host_us() - t0;
+        for (unsigned k = 0; k < nt; k++) {
+            pthread_join(th[k], NULL);
+            cudaEvent_t jn;
+            CK(cudaEventCreateWithFlags(&jn, cudaEventDisableTiming));
+            CK(cudaEventRecord(jn, jobs[k].sa));
+            CK(cudaStreamWaitEvent(st, jn, 0));
+            CK(cudaEventRecord(jn, jobs[k].sb));
+            CK(cudaStreamWaitEvent(st, jn, 0));
+            CK(cudaEventDestroy(jn));
+        }
+        CK(cudaEventRecord(b, st));
+        CK(cudaEventSynchronize(b));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, a, b));
+        printf("  b1d-t%u    %7.1f GB/s each way  (%.1f us a batch; host %.1f us a batch, "
+               "%u threads)\n", nt, bytes / (ms * 1e6), ms * 1e3 / reps, hus / reps, nt);
+        for (unsigned k = 0; k < nt; k++) {
+            CK(cudaStreamDestroy(jobs[k].sa));
+            CK(cudaStreamDestroy(jobs[k].sb));
+        }
+        pthread_barrier_destroy(&bar);
     }
     for (unsigned nt = 2; nt <= 8; nt *= 2) {
         pthread_t th[8];
