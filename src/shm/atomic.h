@@ -10,6 +10,9 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 typedef struct { _Atomic uint32_t v; } oag_atomic_u32;
 typedef struct { _Atomic uint64_t v; } oag_atomic_u64;
@@ -60,11 +63,23 @@ static inline void oag_cpu_relax(void)
 
 /* Starts fetching the line at p for writing (exclusive): a line another core holds is taken
  * over before the store that needs it. __builtin_prefetch(p, 1) emits a plain read prefetch on
- * x86-64 unless built for PREFETCHW; the instruction itself is a no-op on cores without it. */
+ * x86-64 unless built for PREFETCHW, so the instruction is used where CPUID says the core has
+ * it (0x80000001 ECX bit 8: every x86-64 core of the last decade); a read prefetch elsewhere.
+ * The answer is kept per translation unit (relaxed: every thread computes the same value). */
 static inline void oag_prefetch_w(const void *p)
 {
 #if defined(__x86_64__)
-    __asm__ __volatile__("prefetchw %0" : : "m"(*(const char *)p));
+    static int has = -1;
+    int h = __atomic_load_n(&has, __ATOMIC_RELAXED);
+    if (h < 0) {
+        unsigned a, b, c, d;
+        h = __get_cpuid(0x80000001u, &a, &b, &c, &d) && (c & (1u << 8));
+        __atomic_store_n(&has, h, __ATOMIC_RELAXED);
+    }
+    if (h)
+        __asm__ __volatile__("prefetchw %0" : : "m"(*(const char *)p));
+    else
+        __builtin_prefetch(p, 1);
 #else
     __builtin_prefetch(p, 1);
 #endif
