@@ -282,6 +282,16 @@ static double m1d(uint8_t *host, uint8_t *dev, uint32_t rows, uint32_t row, uint
     return host_us() - a;
 }
 
+/* st waits for what has been enqueued on `from` so far. */
+static void join(cudaStream_t st, cudaStream_t from)
+{
+    cudaEvent_t j;
+    CK(cudaEventCreateWithFlags(&j, cudaEventDisableTiming));
+    CK(cudaEventRecord(j, from));
+    CK(cudaStreamWaitEvent(st, j, 0));
+    CK(cudaEventDestroy(j));
+}
+
 /* b1d from several threads: each enqueues the runs of its share of the rows, both directions,
  * on streams of its own; does a transfer's host time overlap across threads? */
 struct b1d_job {
@@ -448,15 +458,9 @@ int main(int argc, char **argv)
                 }
             }
             if (v >= 14) {
-                cudaEvent_t j;
-                CK(cudaEventCreateWithFlags(&j, cudaEventDisableTiming));
-                CK(cudaEventRecord(j, st2));
-                CK(cudaStreamWaitEvent(st, j, 0));
-                CK(cudaEventRecord(j, st3));
-                CK(cudaStreamWaitEvent(st, j, 0));
-                CK(cudaEventRecord(j, st4));
-                CK(cudaStreamWaitEvent(st, j, 0));
-                CK(cudaEventDestroy(j));
+                join(st, st2);
+                join(st, st3);
+                join(st, st4);
             }
             for (int i = 0; i < reps && v < 12; i++) {
                 switch (v) {
@@ -511,11 +515,7 @@ int main(int argc, char **argv)
                         stw<8><<<wv[v].g, 256, 0, wv[v].dir == 3 ? st2 : st>>>(out_ptr, dev2, row, rows);
                 }
                 CK(cudaGetLastError());
-                cudaEvent_t j;
-                CK(cudaEventCreateWithFlags(&j, cudaEventDisableTiming));
-                CK(cudaEventRecord(j, st2));
-                CK(cudaStreamWaitEvent(st, j, 0));
-                CK(cudaEventDestroy(j));
+                join(st, st2);
                 CK(cudaEventRecord(b, st));
                 CK(cudaEventSynchronize(b));
                 float ms = 0;
@@ -567,13 +567,8 @@ int main(int argc, char **argv)
         busy<<<sms * 8, 256, 0, sc>>>(junk, iters);
         ld16x4g<<<32, 256, 0, sh1>>>(dev, in_ptr, row, rows);
         st16x4g<<<32, 256, 0, sh2>>>(out_ptr, dev2, row, rows);
-        cudaEvent_t j1, j2;
-        CK(cudaEventCreate(&j1));
-        CK(cudaEventCreate(&j2));
-        CK(cudaEventRecord(j1, sh1));
-        CK(cudaEventRecord(j2, sh2));
-        CK(cudaStreamWaitEvent(sc, j1, 0));
-        CK(cudaStreamWaitEvent(sc, j2, 0));
+        join(sc, sh1);
+        join(sc, sh2);
         CK(cudaEventRecord(b, sc));
         CK(cudaEventSynchronize(b));
         float t_both = 0;
@@ -582,8 +577,7 @@ int main(int argc, char **argv)
         CK(cudaStreamWaitEvent(sh2, a, 0));
         ld16x4g<<<32, 256, 0, sh1>>>(dev, in_ptr, row, rows);
         st16x4g<<<32, 256, 0, sh2>>>(out_ptr, dev2, row, rows);
-        CK(cudaEventRecord(j2, sh2));
-        CK(cudaStreamWaitEvent(sh1, j2, 0));
+        join(sh1, sh2);
         CK(cudaEventRecord(b, sh1));
         CK(cudaEventSynchronize(b));
         float t_copy = 0;
@@ -637,13 +631,8 @@ int main(int argc, char **argv)
                     busy<<<rest.sm.smCount * 8, 256, 0, scomp>>>(junk, iters);
                 ld16x4g<<<part[0].sm.smCount * 2, 256, 0, scopy>>>(dev, in_ptr, row, rows);
                 st16x4g<<<part[0].sm.smCount * 2, 256, 0, scopy2>>>(out_ptr, dev2, row, rows);
-                cudaEvent_t j1, j2;
-                CK(cudaEventCreate(&j1));
-                CK(cudaEventCreate(&j2));
-                CK(cudaEventRecord(j1, scopy));
-                CK(cudaEventRecord(j2, scopy2));
-                CK(cudaStreamWaitEvent(scomp, j1, 0));
-                CK(cudaStreamWaitEvent(scomp, j2, 0));
+                join(scomp, scopy);
+                join(scomp, scopy2);
                 CK(cudaEventRecord(b, scomp));
                 CK(cudaEventSynchronize(b));
                 CK(cudaEventElapsedTime(both ? &t_b : &t_x, a, b));
@@ -679,13 +668,8 @@ int main(int argc, char **argv)
         double hus = host_us() - t0;
         for (unsigned k = 0; k < nt; k++) {
             pthread_join(th[k], NULL);
-            cudaEvent_t jn;
-            CK(cudaEventCreateWithFlags(&jn, cudaEventDisableTiming));
-            CK(cudaEventRecord(jn, jobs[k].sa));
-            CK(cudaStreamWaitEvent(st, jn, 0));
-            CK(cudaEventRecord(jn, jobs[k].sb));
-            CK(cudaStreamWaitEvent(st, jn, 0));
-            CK(cudaEventDestroy(jn));
+            join(st, jobs[k].sa);
+            join(st, jobs[k].sb);
         }
         CK(cudaEventRecord(b, st));
         CK(cudaEventSynchronize(b));
