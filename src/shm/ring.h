@@ -94,10 +94,6 @@ static inline void ring_prod_publish(struct ring_side *r, uint32_t n)
     oag_store_release_u32(&r->ctl->prod, r->mine);
 }
 
-/* After publishing: returns 1 if the consumer declared it sleeps and must be woken (the caller
- * writes the eventfd), 0 otherwise. See the wake protocol above. */
-static inline int ring_prod_needs_wake(struct ring_side *r);
-
 /* ring_prod_needs_wake() without its fence, for a producer that publishes several rings, then
  * fences once (oag_fence_seqcst()) and asks each: every ring's publication still precedes the
  * fence, which precedes its `waiting` load, as the wake protocol needs. */
@@ -108,6 +104,8 @@ static inline int ring_prod_waiter(struct ring_side *r)
     return oag_xchg_u32(&r->ctl->waiting, 0) != 0;
 }
 
+/* After publishing: returns 1 if the consumer declared it sleeps and must be woken (the caller
+ * writes the eventfd), 0 otherwise. See the wake protocol above. */
 static inline int ring_prod_needs_wake(struct ring_side *r)
 {
     oag_fence_seqcst();

@@ -8,7 +8,7 @@
 
 #define MM_CHECK_EVERY 16     /* one result in this many is compared with the reference */
 
-/* Four lanes at a time, no early exit (the agents of a throughput row check 1 result in 16;
+/* Four floats at a time, no early exit (the agents of a throughput row check 1 result in 16;
  * a scalar compare per element took ~8 % of the GPU host's CPUs at 6-7 M results/s). */
 typedef float f4 __attribute__((vector_size(16)));
 typedef int32_t i4 __attribute__((vector_size(16)));
