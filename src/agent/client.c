@@ -47,6 +47,8 @@ struct oag_client {
     int sock, doorbell_fd, cmp_fd;
     const struct oag_region *region;
     size_t region_size;
+    const uint8_t *results;      /* the region's shared result area, or NULL */
+    uint64_t results_size;
     uint8_t *lane;
     size_t lane_size;
     struct oag_lane_hdr hdr;     /* validated private copy */
@@ -188,6 +190,18 @@ static int map_region(oag_client *c, int fd)
         set_error("supervisor region has magic 0x%08x ABI %u; this liboag expects 0x%08x ABI %u",
                   magic, abi, OAG_REGION_MAGIC, OAG_ABI_VERSION);
         return -EPROTO;
+    }
+    /* The shared result area (--shared-results): results flagged OAG_CMP_SHARED lie there. */
+    uint64_t roff = c->region->hdr.results_off, rsize = c->region->hdr.results_size;
+    if (rsize) {
+        if (roff < sizeof(struct oag_region) || roff > c->region_size ||
+            rsize > c->region_size - roff) {
+            set_error("supervisor region's result area (%llu bytes at %llu) lies outside it",
+                      (unsigned long long)rsize, (unsigned long long)roff);
+            return -EPROTO;
+        }
+        c->results = (const uint8_t *)p + roff;
+        c->results_size = rsize;
     }
     return 0;
 }
@@ -643,6 +657,16 @@ static int take(oag_client *c, oag_completion *done, int max, int avail)
         done[i].status = s->status;
         done[i].len = len <= c->hdr.max_payload ? len : 0;
         done[i].data = ring_payload(&c->cmp, idx);
+        if (s->flags & OAG_CMP_SHARED) {
+            /* In the shared result area; stays there until this slot is handed back. */
+            uint64_t off = s->result_off;
+            if (c->results && off <= c->results_size && done[i].len <= c->results_size - off) {
+                done[i].data = c->results + off;
+            } else {
+                done[i].status = -EPROTO;
+                done[i].len = 0;
+            }
+        }
     }
     c->held += (uint32_t)n;
     c->outstanding -= (uint32_t)n < c->outstanding ? (uint32_t)n : c->outstanding;

@@ -46,6 +46,7 @@
 #define NIL UINT32_MAX
 #define F_TAKEN 1u   /* submission slot copied out (or expired): may be handed back */
 #define F_READY 2u   /* completion slot written, not yet published (indexed by completion slot) */
+#define NO_SHARED UINT64_MAX /* lane_put_result: the result is not in the shared result area */
 
 static uint32_t prio_of(uint8_t p) { return p < OAG_PRIORITY_LEVELS ? p : OAG_PRIORITY_LEVELS - 1; }
 
@@ -205,8 +206,9 @@ static uint32_t lane_reserved(struct sup *s, struct lane *l)
 /* Writes one result into the lane's completion ring (not yet published): into completion slot
  * cidx if the task has one already (rows by pointer: the engine wrote the payload there, data
  * is NULL), else into the one it is given now. */
-static void lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx, uint32_t cidx,
-                            uint64_t ticket, int32_t status, const void *data, uint32_t len)
+static uint32_t lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx, uint32_t cidx,
+                                uint64_t ticket, int32_t status, const void *data, uint32_t len,
+                                uint64_t shared_off)
 {
     if (cidx == NIL)
         cidx = lane_assign(s, l, sub_idx);
@@ -219,8 +221,9 @@ static void lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx, uin
     slot->status = status;
     slot->timeout_us = 0;
     slot->priority = 0;
+    slot->flags = shared_off != NO_SHARED ? OAG_CMP_SHARED : 0;
     memset(slot->rsvd, 0, sizeof slot->rsvd);
-    slot->submit_ns = 0;
+    slot->result_off = shared_off != NO_SHARED ? shared_off : 0;
     if (len && data)
         add_copy(&s->bat, ring_payload(&l->cmp, cidx), data, len); /* copied before the lane
                                                                      is published */
@@ -232,6 +235,7 @@ static void lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx, uin
     else
         s->bat.failed++;
     lane_mark_touched(s, l);
+    return cidx;
 }
 
 /* Records a finished task's timings (its publication time is set by publish_touched). */
@@ -482,7 +486,7 @@ void batcher_expire(struct sup *s, uint64_t now)
             metrics_task_done(s, p->submit_ns, now, -ETIMEDOUT);
             trace_add(bt, p->lane, p->gen, p->ticket, p->submit_ns, p->enq_ns, 0, 0, 0,
                       -ETIMEDOUT);
-            lane_put_result(s, l, p->idx, NIL, p->ticket, -ETIMEDOUT, NULL, 0);
+            lane_put_result(s, l, p->idx, NIL, p->ticket, -ETIMEDOUT, NULL, 0, NO_SHARED);
             lane_release_prefix(l);
         }
     }
@@ -513,7 +517,7 @@ static void fail_queued(struct sup *s, int err)
             l->flags[p.idx & l->sub.mask] |= F_TAKEN;
             metrics_task_done(s, p.submit_ns, now_ns(), err);
             trace_add(bt, p.lane, p.gen, p.ticket, p.submit_ns, p.enq_ns, 0, 0, 0, err);
-            lane_put_result(s, l, p.idx, NIL, p.ticket, err, NULL, 0);
+            lane_put_result(s, l, p.idx, NIL, p.ticket, err, NULL, 0, NO_SHARED);
             lane_release_prefix(l);
         }
         bt->qtail[q] = NIL;
@@ -566,6 +570,9 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
      * itself at most the lane's max payload. */
     struct inst *ei = bs->inst;
     uint32_t out_row = ei->ops->out_row_bytes ? ei->ops->out_row_bytes(ei->e) : 0;
+    /* Results into the shared result area when a chunk is free (rows by pointer only). */
+    struct rchunk *ch = bs->b.out_ptr ? results_take(s, out_row) : NULL;
+    bs->chunk = ch;
     for (int q = 0; q < OAG_PRIORITY_LEVELS && rows < n; q++) {
         while (rows < n && bt->qhead[q] != NIL) {
             uint32_t pi = bt->qhead[q];
@@ -592,12 +599,15 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
             bs->b.in_len[rows] = copy.len;
             if (bs->b.in_ptr && l->mem->registered && out_row <= l->hdr.max_payload) {
                 /* By pointer: the engine reads the agent's slot and writes the completion slot
-                 * reserved here; the submission slot is handed back when the batch is. */
+                 * reserved here (or the batch's chunk of the shared result area: the slot
+                 * then gets only the header); the submission slot is handed back when the
+                 * batch is. */
                 t->cidx = lane_assign(s, l, copy.idx);
                 t->mem = l->mem;
                 l->mem->refs++;
                 bs->b.in_ptr[rows] = ring_payload(&l->sub, copy.idx);
-                bs->b.out_ptr[rows] = ring_payload(&l->cmp, t->cidx);
+                bs->b.out_ptr[rows] = ch ? s->res.base + ch->off + (size_t)rows * ch->stride
+                                         : ring_payload(&l->cmp, t->cidx);
             } else {
                 /* The payload's only copy: from the agent's slot into the engine's buffer (run
                  * below, before the slots are handed back). */
@@ -605,7 +615,8 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
                 add_copy(bt, in, ring_payload(&l->sub, copy.idx), copy.len);
                 if (bs->b.in_ptr) {
                     bs->b.in_ptr[rows] = in;
-                    bs->b.out_ptr[rows] = bs->b.out + (size_t)rows * bs->b.out_stride;
+                    bs->b.out_ptr[rows] = ch ? s->res.base + ch->off + (size_t)rows * ch->stride
+                                             : bs->b.out + (size_t)rows * bs->b.out_stride;
                 }
                 l->flags[copy.idx & l->sub.mask] |= F_TAKEN;
                 if (!l->release_mark) {
@@ -619,6 +630,10 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
         }
     }
     flush_copies(bt);
+    if (ch && rows == 0) { /* nothing left to run: the chunk goes back */
+        ch->busy = 0;
+        bs->chunk = NULL;
+    }
     /* Hand the copied slots back: one release store per lane per batch. */
     for (uint32_t k = 0; k < nrel; k++) {
         struct lane *l = &s->lanes[bt->released[k]];
@@ -769,7 +784,7 @@ static void run_retries(struct sup *s)
 static inline void prefetch_result_slot(struct sup *s, const struct task *t)
 {
     const struct lane *l = &s->lanes[t->lane];
-    if (t->mem && l->in_use && l->generation == t->gen)
+    if (t->cidx != NIL && l->in_use && l->generation == t->gen)
         oag_prefetch_w(ring_slot(&l->cmp, t->cidx));
 }
 
@@ -801,6 +816,7 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
     /* Result headers go into completion slots the agents' cores hold: fetch them (for
      * writing) PUB_AHEAD tasks ahead of the loop that writes them, so that the misses overlap
      * its work (all at once, most prefetches waited for a free fill buffer). */
+    struct rchunk *ch = bs->chunk;
     for (uint32_t i = 0; i < n && i < PUB_AHEAD; i++)
         prefetch_result_slot(s, &bs->tasks[i]);
     uint32_t nrel = 0;
@@ -838,11 +854,23 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
         metrics_task_done(s, t->submit_ns, done_ns, status);
         trace_add(bt, t->lane, t->gen, t->ticket, t->submit_ns, t->enq_ns, bs->start_ns, done_ns,
                   n, status);
-        if (mem)
-            lane_put_result(s, l, t->idx, t->cidx, t->ticket, status, NULL, len);
-        else
+        if (ch) {
+            /* In the chunk: the header points there; the chunk is held until it is read. */
+            uint64_t off = ch->off + (uint64_t)i * ch->stride;
+            uint32_t cidx = lane_put_result(s, l, t->idx, t->cidx, t->ticket, status, NULL, len,
+                                            status == 0 ? off : NO_SHARED);
+            if (status == 0)
+                results_note(ch, t->lane, t->gen, cidx);
+        } else if (mem) {
+            lane_put_result(s, l, t->idx, t->cidx, t->ticket, status, NULL, len, NO_SHARED);
+        } else {
             lane_put_result(s, l, t->idx, NIL, t->ticket, status,
-                            b->out + (size_t)i * b->out_stride, len);
+                            b->out + (size_t)i * b->out_stride, len, NO_SHARED);
+        }
+    }
+    if (ch) {
+        ch->busy = 0; /* back in the pool once every result recorded is handed back */
+        bs->chunk = NULL;
     }
     for (uint32_t k = 0; k < nrel; k++) {
         struct lane *l = &s->lanes[bt->released[k]];

@@ -446,7 +446,7 @@ enum {
     O_RDELAY, O_RMAX, O_RBURST, O_RWINDOW, O_STOP, O_ALLOW_UID, O_ALLOW_GID, O_SOCK_MODE,
     O_LOG_DIR, O_LOG_MAX, O_LOG_KEEP, O_EXIT_FLEET, O_GPUS, O_THREADS, O_PREFERRED, O_MAX_QUEUE,
     O_IN_ORDER, O_COPY_THREADS, O_METRICS, O_COPY_ROWS, O_INSTANCES, O_AGENT_NICE, O_WAKERS,
-    O_QUANTUM,
+    O_QUANTUM, O_SHARED_RESULTS,
     O_LISTEN, O_ADVERTISE, O_CURVE_SECRET, O_CURVE_ALLOWED, O_ETCD, O_ETCD_PREFIX, O_ETCD_TTL,
     O_FORWARD, O_NET_LANES, O_NET_BATCH_MAX, O_NET_BATCH_DELAY, O_NET_WINDOW, O_NET_FRAME_MAX, O_NET_HWM,
 };
@@ -491,6 +491,11 @@ static const struct opt opts[] = {
       "tasks taken from one agent's lane per round-robin sweep, at\n"
       "most (default 0: max batch / agents, at least 8, and at least\n"
       "32 when the max batch is 128 or more)" },
+    { "shared-results", O_SHARED_RESULTS, "N", set_u32, 0, 4096, OFF(shared_results), 0,
+      "a shared result area of N batches (default 0: none): the\n"
+      "engine writes each batch's results there in one piece (one\n"
+      "copy-engine transfer on a GPU) and agents read them in place;\n"
+      "every agent can read every agent's results (read-only)" },
     { "in-order", O_IN_ORDER, NULL, set_switch, 0, 0, OFF(in_order), 0,
       "complete each agent's tasks in submission order" },
     { "copy-rows", O_COPY_ROWS, NULL, set_switch, 0, 0, OFF(copy_rows), 0,
@@ -902,6 +907,19 @@ static int check_all(struct parse *p)
         fprintf(stderr, "oag-supervisor: --etcd-prefix: expected /NAME, got '%s'\n",
                 c->etcd_prefix);
         return -EINVAL;
+    }
+    if (c->shared_results) {
+        /* as results.c sizes it: a chunk holds a batch of max-payload rows, page rounded */
+        uint64_t chunk = ((uint64_t)c->max_batch * ((c->max_payload + 63u) & ~63ull) + 4095u) &
+                         ~4095ull;
+        if ((uint64_t)c->shared_results * chunk > (64ull << 30)) {
+            fprintf(stderr, "oag-supervisor: --shared-results %u: the area would take %llu MB "
+                            "(%u batches of %u rows of --max-payload %u); at most 64 GB\n",
+                    c->shared_results,
+                    (unsigned long long)(((uint64_t)c->shared_results * chunk) >> 20),
+                    c->shared_results, c->max_batch, c->max_payload);
+            return -EINVAL;
+        }
     }
     struct oag_lane_geom g;
     if (oag_lane_geom(&g, c->max_payload, c->ring_slots)) {

@@ -109,7 +109,8 @@ static void status(struct sup *s, struct out *o, int json)
                 "\"tasks_failed\":%llu,\"engine_errors\":%llu,\"busy_events\":%llu,"
                 "\"copy_rows\":%s,\"wakes\":%llu,\"wakes_by_thread\":%llu,"
                 "\"batches_retried\":%llu,\"waker_threads\":%d,\"agent_nice\":%d,"
-                "\"intake_quantum\":%u,\"agents\":[",
+                "\"intake_quantum\":%u,\"shared_results\":%u,\"shared_result_batches\":%llu,"
+                "\"shared_result_fallbacks\":%llu,\"agents\":[",
              (int)getpid(), s->cfg.name, s->engine_ops->name, up, (unsigned long long)s->tasks_done,
              (unsigned long long)s->bat.batches, (unsigned long long)s->bat.dropped,
              (unsigned long long)s->bat.timed_out, (unsigned long long)s->cut_offs,
@@ -123,7 +124,8 @@ static void status(struct sup *s, struct out *o, int json)
              (unsigned long long)s->bat.busy_events, s->cfg.copy_rows ? "true" : "false",
              (unsigned long long)s->bat.wakes, (unsigned long long)s->bat.wakes_handed,
              (unsigned long long)s->bat.retried, s->wakers.n, s->cfg.agent_nice,
-             s->cfg.intake_quantum);
+             s->cfg.intake_quantum, s->res.n, (unsigned long long)s->res.batches,
+             (unsigned long long)s->res.fallbacks);
     } else {
         outf(o, "supervisor pid %d name %s engine %s up %.1fs tasks %llu batches %llu "
                 "(avg %.1f) lanes %u fleet %d\n",
@@ -139,6 +141,13 @@ static void status(struct sup *s, struct out *o, int json)
         outf(o, "wake-ups %llu (%llu by %d waker threads); agents at nice +%d\n",
              (unsigned long long)s->bat.wakes, (unsigned long long)s->bat.wakes_handed,
              s->wakers.n, s->cfg.agent_nice);
+        if (s->res.n)
+            outf(o, "shared results: %u chunks of %llu KB; batches %llu there, %llu found every "
+                    "chunk still read (results into the lanes)\n", s->res.n,
+                 (unsigned long long)(s->res.chunk_bytes >> 10),
+                 (unsigned long long)s->res.batches, (unsigned long long)s->res.fallbacks);
+        else
+            outf(o, "shared results: off\n");
         char quantum[16] = "auto";
         if (s->cfg.intake_quantum)
             snprintf(quantum, sizeof quantum, "%u", s->cfg.intake_quantum);

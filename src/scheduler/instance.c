@@ -170,10 +170,20 @@ static int open_region(struct sup *s)
         return rc;
     }
     s->region_size = (sizeof(struct oag_region) + 4095) & ~(size_t)4095;
+    uint64_t results_off = s->region_size, results_size = results_area_bytes(&s->cfg);
+    s->region_size += results_size;
     if (ftruncate(s->region_fd, (off_t)s->region_size) < 0) {
         rc = -errno;
         log_err("cannot size the shared-memory segment %s: %s", s->region_name, strerror(-rc));
         return rc;
+    }
+    /* The result area's pages are taken now: a full /dev/shm is an error here, not a SIGBUS
+     * when the first batch writes there. */
+    if (results_size && (rc = posix_fallocate(s->region_fd, (off_t)results_off,
+                                              (off_t)results_size)) != 0) {
+        log_err("cannot allocate the shared result area (%llu MB in %s): %s",
+                (unsigned long long)(results_size >> 20), s->region_name, strerror(rc));
+        return -rc;
     }
     void *p = mmap(NULL, s->region_size, PROT_READ | PROT_WRITE, MAP_SHARED, s->region_fd, 0);
     if (p == MAP_FAILED) {
@@ -194,6 +204,8 @@ static int open_region(struct sup *s)
     r->hdr.sup_pid = (uint32_t)getpid();
     r->hdr.global_off = (uint32_t)offsetof(struct oag_region, global);
     r->hdr.start_ns = s->start_ns;
+    r->hdr.results_off = results_size ? results_off : 0;
+    r->hdr.results_size = results_size;
     oag_store_relaxed_u32(&r->sup_sleeping, 0);
     instance_publish(s, 0);
     oag_store_relaxed_u32(&r->hdr.abi, OAG_ABI_VERSION);

@@ -222,6 +222,9 @@ static void profile_dump(struct sup *s)
             (unsigned long long)s->prof.iters, (unsigned long long)s->tasks_done,
             (unsigned long long)s->bat.batches, (unsigned long long)s->bat.wakes,
             (unsigned long long)s->bat.wakes_handed);
+    if (s->res.n)
+        fprintf(f, "; shared results: batches %llu, no free chunk %llu",
+                (unsigned long long)s->res.batches, (unsigned long long)s->res.fallbacks);
     for (uint32_t i = 0; i < s->ninst; i++) {
         struct inst *in = s->inst[i];
         struct oag_engine_stats st = { 0 };

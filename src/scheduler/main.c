@@ -144,6 +144,10 @@ int main(int argc, char **argv)
     err = engines_start(&s);
     if (err)
         goto out_instance;
+    if (results_open(&s)) {
+        log_err("out of memory");
+        goto out_instance;
+    }
     int nwakers = c->waker_threads;
     if (nwakers < 0) { /* a thread per 4 cores, 1..4: one writes ~300 k wake-ups/s */
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -177,6 +181,7 @@ int main(int argc, char **argv)
              (unsigned long long)s.bat.batches);
 out_instance:
     fleet_fini(&s);
+    results_close(&s);
     instance_close(&s);
 out_engine:
     engines_stop(&s);

@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "copy.h"
+#include "results.h"
 #include "waker.h"
 #include "engine/engine.h"
 #include "shm/layout.h"
@@ -63,6 +64,7 @@ struct sup_config {
     int copy_threads;          /* row-copy helpers for large batches (-1: by core count) */
     int waker_threads;         /* threads writing agents' wake-ups (-1: by core count) */
     uint32_t intake_quantum;   /* tasks per lane per intake sweep (0: auto, batcher.c) */
+    uint32_t shared_results;   /* chunks of the shared result area (0: none; results.h) */
     int agent_nice;            /* agents run this many nice levels below the supervisor */
     const char *config_path;   /* --config FILE, or NULL */
     uint64_t log_max_bytes;    /* --log-dir: rotate agent-ID.log before it exceeds this */
@@ -201,6 +203,8 @@ struct bslot {
     int retried;               /* this batch already ran again elsewhere once */
     int busy;
     uint64_t start_ns;
+    struct rchunk *chunk;      /* the batch's results go to this chunk of the shared result
+                                  area, or NULL (into the lanes) */
 };
 
 struct batcher {
@@ -262,6 +266,7 @@ struct sup {
     int fleet_size;            /* wanted */
 
     struct batcher bat;
+    struct results res;        /* --shared-results */
     uint64_t tasks_done;
     uint64_t cut_offs, refused;
     uint32_t sleep_epoch;

@@ -14,6 +14,11 @@
  *      68     oag_atomic_u32 busy           supervisor writes 1 while its overall queue is full;
  *                                           agents' submits then fail at once with -EBUSY
  *      128    struct oag_latch_global  double-buffered global state (supervisor writes)
+ *      results_off  the shared result area (--shared-results, else empty): whole batches of
+ *                   results, written by the engine (one copy-engine transfer a batch on a
+ *                   GPU); a completion slot flagged OAG_CMP_SHARED points into it (ABI 3).
+ *                   Every agent can read every result there: for fleets that trust each
+ *                   other with their outputs.
  *
  * 2. A lane (one per attached agent, an anonymous memfd passed over the control socket). Shared
  *    between the supervisor and that one agent only. The supervisor treats every byte of it as
@@ -45,7 +50,7 @@
 
 #define OAG_REGION_MAGIC 0x4f414752u /* "OAGR" */
 #define OAG_LANE_MAGIC   0x4f41474cu /* "OAGL" */
-#define OAG_ABI_VERSION  2u
+#define OAG_ABI_VERSION  3u
 
 /* ---- region ---------------------------------------------------------------------------- */
 
@@ -56,7 +61,9 @@ struct oag_region_hdr {
     uint32_t sup_pid;
     uint32_t global_off;    /* offset of struct oag_latch_global */
     uint64_t start_ns;      /* CLOCK_MONOTONIC at creation */
-    uint8_t pad[32];
+    uint64_t results_off;   /* the shared result area: page aligned, 0 when there is none */
+    uint64_t results_size;  /* its bytes */
+    uint8_t pad[16];
 };
 _Static_assert(sizeof(struct oag_region_hdr) == 64, "region header is one cache line");
 
@@ -172,11 +179,19 @@ struct oag_slot_hdr {
     int32_t status;        /* completion: 0 or negative errno; submission: 0 */
     uint32_t timeout_us;   /* submission: relative deadline, 0 = none */
     uint8_t priority;      /* submission: 0 highest */
-    uint8_t rsvd[3];
-    uint64_t submit_ns;    /* submission: agent's CLOCK_MONOTONIC at submit (tracing) */
+    uint8_t flags;         /* completion: OAG_CMP_* */
+    uint8_t rsvd[2];
+    union {
+        uint64_t submit_ns;  /* submission: agent's CLOCK_MONOTONIC at submit (tracing) */
+        uint64_t result_off; /* completion with OAG_CMP_SHARED: the result's offset in the
+                                region's shared result area (len bytes there) */
+    };
 };
+#define OAG_CMP_SHARED 1u  /* the result is in the shared result area, not the slot's payload */
 _Static_assert(sizeof(struct oag_slot_hdr) == 32, "slot header ABI");
 _Static_assert(offsetof(struct oag_slot_hdr, len) == 8, "slot header ABI");
+_Static_assert(offsetof(struct oag_slot_hdr, flags) == 21, "slot header ABI");
+_Static_assert(offsetof(struct oag_slot_hdr, result_off) == 24, "slot header ABI");
 
 #define OAG_LANE_STATE_OFF 256u
 

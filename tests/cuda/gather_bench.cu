@@ -42,6 +42,12 @@
  *                       mix-bothN: ldw-gN and st-gN at once (warps gather, blocks scatter)
  *   b1d-tN              b1d-both enqueued by N threads, each its share of the runs on
  *                       streams of its own: does the host time of transfers overlap?
+ *   tma-ld-gN / tma-st-gN  the Hopper bulk copy unit (cp.async.bulk, one issuing thread a
+ *                       block, 8 rows in flight a block through shared memory); tma-bothN both
+ *                       at once; tma-ld+st-g32 and ldw+tma-st32 mixed with the SM kernels
+ *   X+dma-d2h / dma-h2d+X  one direction by an SM kernel over the lane's rows, the other as one
+ *                       contiguous pinned batch by the copy engine, at once (what rows by
+ *                       pointer one way and a contiguous staging area the other way would get)
  *   cpu-tN              N host threads copying the rows from their slots into a contiguous
  *                       pinned buffer and back out to other slots (the host's share if rows
  *                       were staged for the copy engines), GB/s each way
@@ -182,6 +188,72 @@ __global__ void stw(uint8_t *const *dst, const uint8_t *src, uint32_t row, uint3
     const uint32_t w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, nw = (gridDim.x * blockDim.x) >> 5;
     for (uint32_t r = w; r < rows; r += nw)
         warp_row<U>(dst[r], src + (size_t)r * row, row, ln);
+}
+
+/* The Hopper bulk copy unit (TMA, cp.async.bulk), one thread a block issuing: rows come from
+ * global memory (host rows through the mapping, or device rows) into shared memory, completing
+ * on an mbarrier, and go out by a bulk store from shared memory; S rows in flight a block.
+ * Does the bulk unit cross the bus in bigger requests than the SMs' loads and stores? Rows and
+ * addresses must be 16-byte multiples. */
+__device__ __forceinline__ uint32_t smem_u32(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void tma_load(uint32_t dst, const void *src, uint32_t bytes, uint32_t bar)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes)
+                 : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 ::"r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
+}
+
+__device__ __forceinline__ void tma_wait(uint32_t bar, uint32_t parity)
+{
+    asm volatile("{\n\t.reg .pred p;\n"
+                 "W: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n\t"
+                 "@!p bra W;\n}" ::"r"(bar), "r"(parity) : "memory");
+}
+
+__device__ __forceinline__ void tma_store(void *dst, uint32_t src, uint32_t bytes)
+{
+    asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(dst), "r"(src),
+                 "r"(bytes) : "memory");
+    asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+}
+
+/* gather (dir 0): host rows src[r] -> dev + r*row; scatter (dir 1): dev + r*row -> dst[r] */
+template <int S>
+__global__ void tma_rows(uint8_t *const *host, uint8_t *dev, uint32_t row, uint32_t rows, int dir)
+{
+    extern __shared__ __align__(128) uint8_t sm[];
+    __shared__ __align__(8) uint64_t bar[S];
+    if (threadIdx.x != 0)
+        return;
+    for (int k = 0; k < S; k++)
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(&bar[k])));
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    uint32_t n = rows > blockIdx.x ? (rows - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
+#define TMA_ROW(j) (blockIdx.x + (j) * gridDim.x)
+#define TMA_SRC(r) (dir ? (const void *)(dev + (size_t)(r) * row) : (const void *)host[r])
+#define TMA_DST(r) (dir ? (void *)host[r] : (void *)(dev + (size_t)(r) * row))
+    for (uint32_t j = 0; j < n && j < S; j++)
+        tma_load(smem_u32(sm + (size_t)j * row), TMA_SRC(TMA_ROW(j)), row, smem_u32(&bar[j]));
+    for (uint32_t j = 0; j < n; j++) {
+        uint32_t s = j % S;
+        tma_wait(smem_u32(&bar[s]), (j / S) & 1);
+        tma_store(TMA_DST(TMA_ROW(j)), smem_u32(sm + (size_t)s * row), row);
+        if (j + S < n) {
+            /* the stage is free once its store (just issued) has read it out */
+            asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+            tma_load(smem_u32(sm + (size_t)s * row), TMA_SRC(TMA_ROW(j + S)), row,
+                     smem_u32(&bar[s]));
+        }
+    }
+    asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+#undef TMA_ROW
+#undef TMA_SRC
+#undef TMA_DST
 }
 
 __global__ void busy(float *out, int iters)
@@ -525,6 +597,91 @@ int main(int argc, char **argv)
                            bytes / (ms * 1e6), wv[v].dir >= 3 ? " each way" : "",
                            ms * 1e3 / reps);
             }
+        }
+        /* the bulk copy unit: tma-ld / tma-st alone, both at once, and mixed with the SM
+         * kernels (tma gathers + blocks scatter; warps gather + tma scatters) */
+        const int tS = row * 8u <= 160u * 1024u ? 8 : 4;
+        const size_t tsm = (size_t)tS * row;
+        CK(cudaFuncSetAttribute(tma_rows<8>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+        CK(cudaFuncSetAttribute(tma_rows<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+        int tma_ok = row % 16 == 0 && slot % 16 == 0 && tsm <= 200u * 1024u;
+        struct { const char *name; int ld, st; unsigned g; } tv[] = {
+            { "tma-ld-g32", 1, 0, 32 }, { "tma-ld-g132", 1, 0, 132 }, { "tma-st-g32", 0, 1, 32 },
+            { "tma-st-g132", 0, 1, 132 }, { "tma-both16", 1, 1, 16 }, { "tma-both32", 1, 1, 32 },
+            { "tma-both66", 1, 1, 66 }, { "tma-both132", 1, 1, 132 },
+            { "tma-ld+st-g32", 1, 2, 32 }, { "ldw+tma-st32", 2, 1, 32 },
+            { "ldw+dma-d2h", 2, 4, 32 }, { "ld16+dma-d2h", 4, 4, 0 },
+            { "ld-g32+dma-d2h", 3, 4, 32 }, { "dma-h2d+st16", 5, 5, 0 },
+            { "dma-h2d+st-g32", 5, 2, 32 }, { "dma-h2d+stw32", 5, 6, 32 },
+            { "dma-both", 5, 4, 0 },
+            { "kern-both", 3, 3, 32 } }; /* the baseline again, in this block */
+        uint8_t *pin2;
+        CK(cudaHostAlloc((void **)&pin2, (size_t)rows * row, cudaHostAllocDefault));
+        for (unsigned v = 0; tma_ok && v < sizeof tv / sizeof tv[0]; v++) {
+            for (int pass = 0; pass < 2; pass++) {
+                CK(cudaEventRecord(a, st));
+                CK(cudaStreamWaitEvent(st2, a, 0));
+                for (int i = 0; i < reps; i++) {
+                    unsigned g = tv[v].g;
+                    if (tv[v].ld == 1) {
+                        if (tS == 8)
+                            tma_rows<8><<<g, 32, tsm, st>>>(in_ptr, dev, row, rows, 0);
+                        else
+                            tma_rows<4><<<g, 32, tsm, st>>>(in_ptr, dev, row, rows, 0);
+                    } else if (tv[v].ld == 2) {
+                        ldw<8><<<g, 256, 0, st>>>(dev, in_ptr, row, rows);
+                    } else if (tv[v].ld == 3) {
+                        ld16x4g<<<g, 256, 0, st>>>(dev, in_ptr, row, rows);
+                    } else if (tv[v].ld == 4) {
+                        ld16<<<rows, 256, 0, st>>>(dev, in_ptr, row);
+                    } else if (tv[v].ld == 5) { /* a contiguous pinned batch, copy engine */
+                        CK(cudaMemcpyAsync(dev, pin, (size_t)rows * row, cudaMemcpyHostToDevice, st));
+                    }
+                    if (tv[v].st == 1) {
+                        if (tS == 8)
+                            tma_rows<8><<<g, 32, tsm, st2>>>(out_ptr, dev2, row, rows, 1);
+                        else
+                            tma_rows<4><<<g, 32, tsm, st2>>>(out_ptr, dev2, row, rows, 1);
+                    } else if (tv[v].st == 4) { /* results to a contiguous pinned batch */
+                        CK(cudaMemcpyAsync(pin2, dev2, (size_t)rows * row, cudaMemcpyDeviceToHost, st2));
+                    } else if (tv[v].st == 5) {
+                        st16<<<rows, 256, 0, st2>>>(out_ptr, dev2, row);
+                    } else if (tv[v].st == 6) {
+                        stw<8><<<g, 256, 0, st2>>>(out_ptr, dev2, row, rows);
+                    } else if (tv[v].st >= 2) {
+                        st16x4g<<<g, 256, 0, st2>>>(out_ptr, dev2, row, rows);
+                    }
+                }
+                CK(cudaGetLastError());
+                join(st, st2);
+                CK(cudaEventRecord(b, st));
+                CK(cudaEventSynchronize(b));
+                float ms = 0;
+                CK(cudaEventElapsedTime(&ms, a, b));
+                if (pass)
+                    printf("  %-13s %7.1f GB/s%s  (%.1f us a batch; %d stages)\n", tv[v].name,
+                           bytes / (ms * 1e6), tv[v].ld && tv[v].st ? " each way" : "",
+                           ms * 1e3 / reps, tS);
+            }
+        }
+        if (tma_ok) {
+            memset(map + 32 + (size_t)(rows - 2) * slot, 6, row);
+            if (tS == 8)
+                tma_rows<8><<<32, 32, tsm, st>>>(in_ptr, dev, row, rows, 0);
+            else
+                tma_rows<4><<<32, 32, tsm, st>>>(in_ptr, dev, row, rows, 0);
+            CK(cudaMemcpy(pin, dev + (size_t)(rows - 2) * row, row, cudaMemcpyDeviceToHost));
+            int ok = pin[0] == 6 && pin[row - 1] == 6;
+            CK(cudaMemset(dev2, 8, (size_t)rows * row));
+            if (tS == 8)
+                tma_rows<8><<<32, 32, tsm, st>>>(out_ptr, dev2, row, rows, 1);
+            else
+                tma_rows<4><<<32, 32, tsm, st>>>(out_ptr, dev2, row, rows, 1);
+            CK(cudaStreamSynchronize(st));
+            ok = ok && out_ptr[rows - 2][0] == 8 && out_ptr[rows - 2][row - 1] == 8;
+            printf("  check tma: %s\n", ok ? "ok" : "WRONG");
+        } else {
+            printf("  tma: rows or slots not 16-byte multiples, skipped\n");
         }
         /* check: warp-gathered rows are the lane's, warp-scattered rows land in the slots */
         memset(map + 32 + (size_t)(rows - 1) * slot, 3, row);

@@ -1,0 +1,136 @@
+/*
+ * results.c - the shared result area's chunks (see results.h).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "inst.h"
+#include "log.h"
+#include "results.h"
+#include "sup.h"
+
+static uint64_t row_cap(const struct sup_config *c) { return (c->max_payload + 63u) & ~63ull; }
+
+static uint64_t chunk_bytes(const struct sup_config *c)
+{
+    return ((uint64_t)c->max_batch * row_cap(c) + 4095u) & ~4095ull;
+}
+
+uint64_t results_area_bytes(const struct sup_config *c)
+{
+    return (uint64_t)c->shared_results * chunk_bytes(c);
+}
+
+int results_open(struct sup *s)
+{
+    struct results *r = &s->res;
+    const struct sup_config *c = &s->cfg;
+    if (!c->shared_results || !s->region->hdr.results_size)
+        return 0;
+    const struct oag_engine_ops *ops = s->engine_ops;
+    if (c->copy_rows || !ops->host_register) {
+        log_warn("--shared-results: unused (%s)", c->copy_rows ? "--copy-rows" :
+                 "this engine cannot write results in place");
+        return 0;
+    }
+    r->chunk = calloc(c->shared_results, sizeof *r->chunk);
+    if (!r->chunk)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < c->shared_results; i++) {
+        r->chunk[i].rec = calloc(c->max_batch, sizeof *r->chunk[i].rec);
+        if (!r->chunk[i].rec) {
+            results_close(s);
+            return -ENOMEM;
+        }
+        r->chunk[i].off = (uint64_t)i * chunk_bytes(c);
+    }
+    r->off = s->region->hdr.results_off;
+    r->size = s->region->hdr.results_size;
+    r->base = (uint8_t *)s->region + r->off;
+    r->chunk_bytes = chunk_bytes(c);
+    r->row_cap = (uint32_t)row_cap(c);
+    for (uint32_t i = 0; i < s->ninst; i++) {
+        struct inst *in = s->inst[i];
+        if (in->retired || in->failed)
+            continue;
+        int rc = ops->host_register(in->e, r->base, r->size);
+        if (rc) {
+            log_warn("--shared-results: the area could not be registered with the engine (%s); "
+                     "results go into the lanes", strerror(-rc));
+            results_close(s);
+            return 0;
+        }
+        r->registered = 1;
+        break;
+    }
+    if (!r->registered) {
+        results_close(s);
+        return 0;
+    }
+    r->n = c->shared_results;
+    log_info("shared result area: %u chunks of %llu KB (a batch of %u results each)", r->n,
+             (unsigned long long)(r->chunk_bytes >> 10), c->max_batch);
+    return 0;
+}
+
+void results_close(struct sup *s)
+{
+    struct results *r = &s->res;
+    if (r->registered)
+        s->engine_ops->host_unregister(r->base);
+    r->registered = 0;
+    if (r->chunk)
+        for (uint32_t i = 0; i < s->cfg.shared_results; i++)
+            free(r->chunk[i].rec);
+    free(r->chunk);
+    r->chunk = NULL;
+    r->n = 0;
+    r->base = NULL;
+}
+
+/* Whether every result recorded in ch has been handed back (or its lane has gone). The scan
+ * only moves forward: each record is looked at until it is found handed back, once. */
+static int chunk_free(struct sup *s, struct rchunk *ch)
+{
+    while (ch->scan < ch->nrec) {
+        const struct rchunk_rec *rc = &ch->rec[ch->scan];
+        const struct lane *l = &s->lanes[rc->lane];
+        if (l->in_use && l->generation == rc->gen) {
+            /* The agent's consumer index, untrusted: one that lies only hands its own results
+             * over early. Pairs with the release in the agent's ring_cons_release(): what it
+             * read of the result was read before. */
+            uint32_t cons = oag_load_acquire_u32(&l->cmp.ctl->cons);
+            if ((int32_t)(cons - rc->cidx) <= 0)
+                return 0;
+        }
+        ch->scan++;
+    }
+    return 1;
+}
+
+struct rchunk *results_take(struct sup *s, uint32_t out_row)
+{
+    struct results *r = &s->res;
+    if (!r->n)
+        return NULL;
+    uint32_t stride = out_row ? (out_row % 64 ? (out_row + 63u) & ~63u : out_row) : r->row_cap;
+    if (stride > r->row_cap)
+        return NULL;
+    /* In turn from the one lent longest ago, most likely handed back by now: usually the
+     * first one looked at is free, and a record is looked at until found handed back. */
+    for (uint32_t k = 0; k < r->n; k++) {
+        uint32_t i = r->next + k < r->n ? r->next + k : r->next + k - r->n;
+        struct rchunk *ch = &r->chunk[i];
+        if (!ch->busy && chunk_free(s, ch)) {
+            ch->busy = 1;
+            ch->nrec = ch->scan = 0;
+            ch->stride = stride;
+            r->batches++;
+            r->next = i + 1 < r->n ? i + 1 : 0;
+            return ch;
+        }
+    }
+    r->fallbacks++;
+    return NULL;
+}
