@@ -420,8 +420,7 @@ static void *fake_server(void *arg)
             lh->sub_slots = g.sub_slots;
             lh->cmp_slots = g.cmp_slots;
             lh->state_off = g.state_off;
-            lh->sub_ctl_off = g.sub_ctl_off;
-            lh->cmp_ctl_off = g.cmp_ctl_off;
+            lh->ctl_off = g.ctl_off;
             lh->sub_off = which == FAKE_LANE_GEOM ? g.sub_off + 4096 : g.sub_off;
             lh->cmp_off = g.cmp_off;
             lh->sub_pay_off = g.sub_pay_off;
@@ -695,7 +694,7 @@ struct rogue {
     uint8_t *lane;
     size_t lane_size;
     struct oag_lane_hdr hdr;
-    struct oag_ring_ctl *sub, *cmp;
+    struct oag_lane_ctl *ctl;
 };
 
 static int rogue_connect(const struct h_sup *s, struct rogue *r)
@@ -745,8 +744,7 @@ static int rogue_connect(const struct h_sup *s, struct rogue *r)
     memcpy(&r->hdr, r->lane, sizeof r->hdr);
     CHECK_EQ(oag_lane_hdr_check(&r->hdr, r->lane_size), 0);
     CHECK_EQ(r->hdr.max_payload, MAXP);
-    r->sub = (struct oag_ring_ctl *)(r->lane + r->hdr.sub_ctl_off);
-    r->cmp = (struct oag_ring_ctl *)(r->lane + r->hdr.cmp_ctl_off);
+    r->ctl = (struct oag_lane_ctl *)(r->lane + r->hdr.ctl_off);
     return 0;
 }
 
@@ -840,10 +838,10 @@ static void part_d(struct h_sup *s)
     printf("    d1: submission prod index 1000000 ahead\n");
     before = atomic_load(&g.done);
     if (rogue_connect(s, &r) == 0) {
-        oag_store_release_u32(&r.sub->prod, 1000000);
+        oag_store_release_u32(&r.ctl->sub_prod, 1000000);
         ring_doorbell(&r);
         CHECK(wait_hangup(r.sock, 5000), "d1: rogue with prod far ahead was not cut off");
-        CHECK_EQ(oag_load_acquire_u32(&r.cmp->prod), 0);
+        CHECK_EQ(oag_load_acquire_u32(&r.ctl->cmp_prod), 0);
     }
     rogue_close(&r);
     CHECK(h_sup_alive(s), "d1: supervisor died");
@@ -858,10 +856,10 @@ static void part_d(struct h_sup *s)
             rogue_task(&r, 0, 16); /* one good task first, then the bad one */
             rogue_task(&r, 1, 16);
             rogue_sub_slot(&r, 1)->len = bad_lens[k];
-            oag_store_release_u32(&r.sub->prod, 2);
+            oag_store_release_u32(&r.ctl->sub_prod, 2);
             ring_doorbell(&r);
             int cut = wait_hangup(r.sock, 5000);
-            uint32_t cprod = oag_load_acquire_u32(&r.cmp->prod);
+            uint32_t cprod = oag_load_acquire_u32(&r.ctl->cmp_prod);
             int echoed = 0;
             for (uint32_t i = 0; i < cprod && i < r.hdr.cmp_slots; i++) {
                 const struct oag_slot_hdr *c = rogue_cmp_slot(&r, i);
@@ -888,12 +886,12 @@ static void part_d(struct h_sup *s)
         uint32_t n = r.hdr.sub_slots;
         for (uint32_t i = 0; i < n; i++)
             rogue_task(&r, i, 8);
-        oag_store_release_u32(&r.sub->prod, n);
+        oag_store_release_u32(&r.ctl->sub_prod, n);
         ring_doorbell(&r);
         uint64_t end = h_now_ms() + 5000;
-        while (oag_load_acquire_u32(&r.cmp->prod) < n && h_now_ms() < end)
+        while (oag_load_acquire_u32(&r.ctl->cmp_prod) < n && h_now_ms() < end)
             h_sleep_ms(5);
-        uint32_t cprod = oag_load_acquire_u32(&r.cmp->prod);
+        uint32_t cprod = oag_load_acquire_u32(&r.ctl->cmp_prod);
         CHECK(cprod == n, "d3: %u of %u rogue tasks completed", cprod, n);
         int bad = 0;
         for (uint32_t i = 0; i < cprod && i < n; i++) {
@@ -907,15 +905,15 @@ static void part_d(struct h_sup *s)
         }
         CHECK_EQ(bad, 0);
         /* Now the completion ring is full (we never released): lie about cons and submit more. */
-        oag_store_release_u32(&r.cmp->cons, 0x7fffffffu);
-        uint32_t sp = oag_load_acquire_u32(&r.sub->prod);
+        oag_store_release_u32(&r.ctl->cmp_cons, 0x7fffffffu);
+        uint32_t sp = oag_load_acquire_u32(&r.ctl->sub_prod);
         for (uint32_t i = 0; i < 4; i++)
             rogue_task(&r, sp + i, 8);
-        oag_store_release_u32(&r.sub->prod, sp + 4);
+        oag_store_release_u32(&r.ctl->sub_prod, sp + 4);
         ring_doorbell(&r);
         CHECK(wait_hangup(r.sock, 5000), "d3: rogue with an impossible completion cons index "
               "was not cut off");
-        CHECK_EQ(oag_load_acquire_u32(&r.cmp->prod), n);
+        CHECK_EQ(oag_load_acquire_u32(&r.ctl->cmp_prod), n);
     }
     rogue_close(&r);
     CHECK(h_sup_alive(s), "d3: supervisor died");
@@ -935,12 +933,12 @@ static void part_d(struct h_sup *s)
         struct oag_latch_agent *la = (struct oag_latch_agent *)(r.lane + r.hdr.state_off);
         oag_store_release_u32(&la->seq, 0xffffffffu);
         rogue_task(&r, 0, 32);
-        oag_store_release_u32(&r.sub->prod, 1);
+        oag_store_release_u32(&r.ctl->sub_prod, 1);
         ring_doorbell(&r);
         struct h_status st;
         CHECK(h_status(s, &st) == 0, "d4: status failed with a garbage agent state attached");
         int cut = wait_hangup(r.sock, 1000);
-        uint32_t cprod = oag_load_acquire_u32(&r.cmp->prod);
+        uint32_t cprod = oag_load_acquire_u32(&r.ctl->cmp_prod);
         printf("    d4: %s, %u completion(s)\n", cut ? "cut off" : "still attached", cprod);
         if (cprod >= 1) {
             const struct oag_slot_hdr *c = rogue_cmp_slot(&r, 0);

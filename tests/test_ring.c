@@ -543,8 +543,7 @@ static void make_hdr(struct oag_lane_hdr *h, const struct oag_lane_geom *g)
     h->sub_slots = g->sub_slots;
     h->cmp_slots = g->cmp_slots;
     h->state_off = g->state_off;
-    h->sub_ctl_off = g->sub_ctl_off;
-    h->cmp_ctl_off = g->cmp_ctl_off;
+    h->ctl_off = g->ctl_off;
     h->sub_off = g->sub_off;
     h->cmp_off = g->cmp_off;
     h->sub_pay_off = g->sub_pay_off;
@@ -581,11 +580,9 @@ static void test_lane(void)
                       g.cmp_slots == slots[j], "geometry echoes its inputs");
             CHECK(g.state_off == OAG_LANE_STATE_OFF && g.state_off >= sizeof(struct oag_lane_hdr),
                   "state_off %u", g.state_off);
-            CHECK(g.sub_ctl_off >= g.state_off + sizeof(struct oag_latch_agent) &&
-                      g.sub_ctl_off % 64 == 0, "sub_ctl_off %u", g.sub_ctl_off);
-            CHECK(g.cmp_ctl_off >= g.sub_ctl_off + sizeof(struct oag_ring_ctl) &&
-                      g.cmp_ctl_off % 64 == 0, "cmp_ctl_off %u", g.cmp_ctl_off);
-            CHECK(g.sub_off >= g.cmp_ctl_off + sizeof(struct oag_ring_ctl) && g.sub_off % 64 == 0,
+            CHECK(g.ctl_off >= g.state_off + sizeof(struct oag_latch_agent) &&
+                      g.ctl_off % 64 == 0, "ctl_off %u", g.ctl_off);
+            CHECK(g.sub_off >= g.ctl_off + sizeof(struct oag_lane_ctl) && g.sub_off % 64 == 0,
                   "sub_off %llu", (unsigned long long)g.sub_off);
             CHECK(g.cmp_off >= g.sub_off + (uint64_t)g.sub_slots * 32 && g.cmp_off % 64 == 0,
                   "cmp_off %llu overlaps submission headers", (unsigned long long)g.cmp_off);
@@ -638,10 +635,10 @@ static void test_lane(void)
     TAMPER(cmp_slots, 128);
     TAMPER(state_off, 0);
     TAMPER(state_off, g.state_off + 64);
-    TAMPER(sub_ctl_off, g.sub_ctl_off + 64);
-    TAMPER(sub_ctl_off, 0);
-    TAMPER(cmp_ctl_off, g.sub_ctl_off);
-    TAMPER(cmp_ctl_off, g.cmp_ctl_off + 64);
+    TAMPER(ctl_off, g.ctl_off + 64);
+    TAMPER(ctl_off, 0);
+    TAMPER(ctl_off, (uint32_t)g.sub_off);
+    TAMPER(pad_ctl, 1);
     TAMPER(sub_off, g.cmp_off);
     TAMPER(sub_off, 0);
     TAMPER(sub_off, g.sub_off + 4096);

@@ -228,15 +228,10 @@ static int map_lane(oag_client *c, int fd, const struct oag_welcome *w)
         return -EPROTO;
     }
     c->state = (struct oag_latch_agent *)(c->lane + c->hdr.state_off);
-    ring_side_init(&c->sub, (struct oag_ring_ctl *)(c->lane + c->hdr.sub_ctl_off),
-                   c->lane + c->hdr.sub_off, c->lane + c->hdr.sub_pay_off, c->hdr.sub_slots,
-                   c->hdr.pay_stride);
-    ring_side_init(&c->cmp, (struct oag_ring_ctl *)(c->lane + c->hdr.cmp_ctl_off),
-                   c->lane + c->hdr.cmp_off, c->lane + c->hdr.cmp_pay_off, c->hdr.cmp_slots,
-                   c->hdr.pay_stride);
+    ring_lane_init(&c->sub, &c->cmp, c->lane, &c->hdr);
     /* A fresh lane starts at zero; adopt whatever the supervisor initialised. */
-    c->sub.mine = c->sub.peer = oag_load_acquire_u32(&c->sub.ctl->prod);
-    c->cmp.mine = c->cmp.peer = oag_load_acquire_u32(&c->cmp.ctl->cons);
+    c->sub.mine = c->sub.peer = oag_load_acquire_u32(c->sub.prod);
+    c->cmp.mine = c->cmp.peer = oag_load_acquire_u32(c->cmp.cons);
     return 0;
 }
 
@@ -745,7 +740,7 @@ OAG_EXPORT int oag_poll(oag_client *c, oag_completion *done, int max, int timeou
             return -errno;
         int more = ring_cons_prepare_sleep(&c->cmp);
         if (more > 0) {
-            oag_store_seqcst_u32(&c->cmp.ctl->waiting, 1); /* stay armed */
+            oag_store_seqcst_u32(c->cmp.waiting, 1); /* stay armed */
             n += take(c, done + n, max - n, more - n > 0 ? more - n : 0);
         }
     }
@@ -757,7 +752,7 @@ OAG_EXPORT int oag_event_fd(oag_client *c)
     if (c->remote)
         return remote_event_fd(c->remote);
     c->evmode = 1;
-    oag_store_seqcst_u32(&c->cmp.ctl->waiting, 1);
+    oag_store_seqcst_u32(c->cmp.waiting, 1);
     if (!c->fwd)
         return c->cmp_fd;
     /* With an overflow connection: one fd readable when either side has results. */

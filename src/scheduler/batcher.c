@@ -270,8 +270,8 @@ static void publish_touched(struct sup *s)
         if (k + PUB_AHEAD < bt->ntouched) {
             const struct lane *la = &s->lanes[bt->touched[k + PUB_AHEAD]];
             if (la->in_use) {
-                oag_prefetch_w(&la->cmp.ctl->prod);
-                __builtin_prefetch(&la->cmp.ctl->waiting);
+                oag_prefetch_w(la->cmp.prod);
+                __builtin_prefetch(la->cmp.waiting);
             }
         }
         struct lane *l = &s->lanes[bt->touched[k]];
@@ -452,7 +452,7 @@ int lanes_have_work(struct sup *s)
     for (uint32_t i = 0; i < s->nactive; i++) {
         struct lane *l = &s->lanes[s->active[i]];
         /* Pairs with the release in the agent's ring_prod_publish(). */
-        if (oag_load_acquire_u32(&l->sub.ctl->prod) != l->intake)
+        if (oag_load_acquire_u32(l->sub.prod) != l->intake)
             return 1;
     }
     return 0;

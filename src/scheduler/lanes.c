@@ -229,17 +229,13 @@ static int lane_create(struct sup *s, struct lane *l, int *fd_out)
     h->sub_slots = g.sub_slots;
     h->cmp_slots = g.cmp_slots;
     h->state_off = g.state_off;
-    h->sub_ctl_off = g.sub_ctl_off;
-    h->cmp_ctl_off = g.cmp_ctl_off;
+    h->ctl_off = g.ctl_off;
     h->sub_off = g.sub_off;
     h->cmp_off = g.cmp_off;
     h->sub_pay_off = g.sub_pay_off;
     h->cmp_pay_off = g.cmp_pay_off;
     memcpy(p, h, sizeof *h); /* the fd is not shared yet: no ordering needed */
-    ring_side_init(&l->sub, (struct oag_ring_ctl *)(l->map + h->sub_ctl_off), l->map + h->sub_off,
-                   l->map + h->sub_pay_off, h->sub_slots, h->pay_stride);
-    ring_side_init(&l->cmp, (struct oag_ring_ctl *)(l->map + h->cmp_ctl_off), l->map + h->cmp_off,
-                   l->map + h->cmp_pay_off, h->cmp_slots, h->pay_stride);
+    ring_lane_init(&l->sub, &l->cmp, l->map, h);
     l->flags = calloc(g.sub_slots > g.cmp_slots ? g.sub_slots : g.cmp_slots, 1);
     l->cmp_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (l->cmp_efd < 0 || !l->flags) {

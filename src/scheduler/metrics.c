@@ -268,7 +268,7 @@ static void snap_lanes(struct metrics *m, struct sup *s, struct mx_snap *b)
         sum += t->rejected;
         /* Pairs with the release in the agent's ring_prod_publish(); an impossible index is
          * skipped here (the batcher cuts that lane off). */
-        uint32_t prod = oag_load_acquire_u32(&l->sub.ctl->prod);
+        uint32_t prod = oag_load_acquire_u32(l->sub.prod);
         uint32_t used = prod - l->sub.mine, slots = l->sub.mask + 1;
         if (used > slots)
             continue;

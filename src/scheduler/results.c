@@ -100,7 +100,7 @@ static int chunk_free(struct sup *s, struct rchunk *ch)
             /* The agent's consumer index, untrusted: one that lies only hands its own results
              * over early. Pairs with the release in the agent's ring_cons_release(): what it
              * read of the result was read before. */
-            uint32_t cons = oag_load_acquire_u32(&l->cmp.ctl->cons);
+            uint32_t cons = oag_load_acquire_u32(l->cmp.cons);
             if ((int32_t)(cons - rc->cidx) <= 0)
                 return 0;
         }

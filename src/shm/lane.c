@@ -16,9 +16,8 @@ int oag_lane_geom(struct oag_lane_geom *g, uint32_t max_payload, uint32_t slots)
     g->sub_slots = slots;
     g->cmp_slots = slots;
     g->state_off = OAG_LANE_STATE_OFF;
-    g->sub_ctl_off = (uint32_t)align_up(g->state_off + sizeof(struct oag_latch_agent), OAG_CACHELINE);
-    g->cmp_ctl_off = g->sub_ctl_off + (uint32_t)sizeof(struct oag_ring_ctl);
-    g->sub_off = align_up(g->cmp_ctl_off + sizeof(struct oag_ring_ctl), OAG_CACHELINE);
+    g->ctl_off = (uint32_t)align_up(g->state_off + sizeof(struct oag_latch_agent), OAG_CACHELINE);
+    g->sub_off = align_up(g->ctl_off + sizeof(struct oag_lane_ctl), OAG_CACHELINE);
     g->cmp_off = g->sub_off + (uint64_t)g->sub_slots * sizeof(struct oag_slot_hdr);
     g->sub_pay_off = align_up(g->cmp_off + (uint64_t)g->cmp_slots * sizeof(struct oag_slot_hdr),
                               4096);
@@ -36,7 +35,7 @@ int oag_lane_hdr_check(const struct oag_lane_hdr *h, uint64_t map_size)
         return -EPROTO;
     /* Everything must be exactly what the geometry derives: no offset is taken on trust. */
     if (h->pay_stride != g.pay_stride || h->state_off != g.state_off ||
-        h->sub_ctl_off != g.sub_ctl_off || h->cmp_ctl_off != g.cmp_ctl_off ||
+        h->ctl_off != g.ctl_off || h->pad_ctl != 0 ||
         h->sub_off != g.sub_off || h->cmp_off != g.cmp_off ||
         h->sub_pay_off != g.sub_pay_off || h->cmp_pay_off != g.cmp_pay_off ||
         h->size != g.size || h->size > map_size)

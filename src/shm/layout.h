@@ -27,8 +27,11 @@
  *      0                 struct oag_lane_hdr     geometry (supervisor writes once before passing
  *                                                the fd; the agent copies and validates it)
  *      256               struct oag_latch_agent  agent state (agent writes, supervisor reads)
- *      sub_ctl_off       struct oag_ring_ctl     submission ring indices (agent -> supervisor)
- *      cmp_ctl_off       struct oag_ring_ctl     completion ring indices (supervisor -> agent)
+ *      ctl_off           struct oag_lane_ctl     both rings' indices, grouped by writer: the
+ *                                                agent's (submission prod, completion cons) on
+ *                                                one line, the supervisor's on another, so a
+ *                                                side learns both of the other's with one miss
+ *                                                (ABI 3)
  *      sub_off           sub_slots x 32          submission slot headers
  *      cmp_off           cmp_slots x 32          completion slot headers
  *      sub_pay_off       sub_slots x pay_stride  submission payloads (page aligned)
@@ -123,8 +126,8 @@ struct oag_lane_hdr {
     uint32_t sub_slots;    /* power of two */
     uint32_t cmp_slots;    /* power of two */
     uint32_t state_off;
-    uint32_t sub_ctl_off;
-    uint32_t cmp_ctl_off;
+    uint32_t ctl_off;      /* struct oag_lane_ctl */
+    uint32_t pad_ctl;
     uint32_t pad0;
     uint64_t sub_off;      /* slot headers */
     uint64_t cmp_off;
@@ -154,7 +157,8 @@ struct oag_latch_agent {
 _Static_assert(sizeof(struct oag_latch_agent) == 192, "agent latch ABI");
 
 /*
- * Ring indices: free-running u32 counters, slot = index & (slots - 1). Each on its own cache line.
+ * Ring indices (a standalone ring's; a lane groups its two rings' by writer, oag_lane_ctl below):
+ * free-running u32 counters, slot = index & (slots - 1). Each on its own cache line.
  *   prod    - producer writes (release after filling slots), consumer reads (acquire)
  *   cons    - consumer writes (release after it is done with slots), producer reads (acquire)
  *   waiting - consumer writes 1 (seq_cst) before it sleeps on the ring's eventfd; producer reads
@@ -171,6 +175,26 @@ struct oag_ring_ctl {
 _Static_assert(sizeof(struct oag_ring_ctl) == 3 * OAG_CACHELINE, "ring ctl ABI");
 _Static_assert(offsetof(struct oag_ring_ctl, cons) == OAG_CACHELINE, "ring ctl ABI");
 _Static_assert(offsetof(struct oag_ring_ctl, waiting) == 2 * OAG_CACHELINE, "ring ctl ABI");
+
+/* A lane's ring indices, by writer (same rules as struct oag_ring_ctl). The agent writes the
+ * submission ring's prod and the completion ring's cons, the supervisor the other two: each
+ * side's intake finds both of the peer's indices in one cache line. */
+struct oag_lane_ctl {
+    oag_atomic_u32 sub_prod;     /* agent writes */
+    oag_atomic_u32 cmp_cons;     /* agent writes */
+    uint32_t pad0[14];
+    oag_atomic_u32 sub_cons;     /* supervisor writes */
+    oag_atomic_u32 cmp_prod;     /* supervisor writes */
+    uint32_t pad1[14];
+    oag_atomic_u32 cmp_waiting;  /* agent sets before it sleeps, supervisor clears */
+    uint32_t pad2[15];
+    oag_atomic_u32 sub_waiting;  /* the submission ring's (the supervisor sleeps on the region's
+                                    sup_sleeping instead) */
+    uint32_t pad3[15];
+};
+_Static_assert(sizeof(struct oag_lane_ctl) == 4 * OAG_CACHELINE, "lane ctl ABI");
+_Static_assert(offsetof(struct oag_lane_ctl, sub_cons) == OAG_CACHELINE, "lane ctl ABI");
+_Static_assert(offsetof(struct oag_lane_ctl, cmp_waiting) == 2 * OAG_CACHELINE, "lane ctl ABI");
 
 /* Slot header: the producer fills it and the slot's payload, then publishes prod. */
 struct oag_slot_hdr {
@@ -198,7 +222,7 @@ _Static_assert(offsetof(struct oag_slot_hdr, result_off) == 24, "slot header ABI
 /* Geometry of a lane for the given parameters; returns 0 or -EINVAL if they are out of range. */
 struct oag_lane_geom {
     uint32_t pay_stride, max_payload, sub_slots, cmp_slots;
-    uint32_t state_off, sub_ctl_off, cmp_ctl_off;
+    uint32_t state_off, ctl_off;
     uint64_t sub_off, cmp_off, sub_pay_off, cmp_pay_off, size;
 };
 int oag_lane_geom(struct oag_lane_geom *g, uint32_t max_payload, uint32_t slots);

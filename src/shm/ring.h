@@ -34,7 +34,9 @@
 #include "layout.h"
 
 struct ring_side {
-    struct oag_ring_ctl *ctl;
+    oag_atomic_u32 *prod;    /* the ring's indices in shared memory (a lane groups them by */
+    oag_atomic_u32 *cons;    /* writer: layout.h, struct oag_lane_ctl) */
+    oag_atomic_u32 *waiting;
     uint8_t *slots;       /* base of the slot header array */
     uint8_t *pay;         /* base of the payload array */
     uint32_t mask;        /* slots - 1 */
@@ -43,16 +45,38 @@ struct ring_side {
     uint32_t peer;        /* last validated copy of the peer's index */
 };
 
-static inline void ring_side_init(struct ring_side *r, struct oag_ring_ctl *ctl, uint8_t *hdrs,
-                                  uint8_t *pay, uint32_t nslots, uint32_t pay_stride)
+static inline void ring_side_init_idx(struct ring_side *r, oag_atomic_u32 *prod,
+                                      oag_atomic_u32 *cons, oag_atomic_u32 *waiting,
+                                      uint8_t *hdrs, uint8_t *pay, uint32_t nslots,
+                                      uint32_t pay_stride)
 {
-    r->ctl = ctl;
+    r->prod = prod;
+    r->cons = cons;
+    r->waiting = waiting;
     r->slots = hdrs;
     r->pay = pay;
     r->mask = nslots - 1;
     r->pay_stride = pay_stride;
     r->mine = 0;
     r->peer = 0;
+}
+
+/* A lane's two rings (its header validated), both sides' view: indices in its oag_lane_ctl. */
+static inline void ring_lane_init(struct ring_side *sub, struct ring_side *cmp, uint8_t *lane,
+                                  const struct oag_lane_hdr *h)
+{
+    struct oag_lane_ctl *c = (struct oag_lane_ctl *)(lane + h->ctl_off);
+    ring_side_init_idx(sub, &c->sub_prod, &c->sub_cons, &c->sub_waiting, lane + h->sub_off,
+                       lane + h->sub_pay_off, h->sub_slots, h->pay_stride);
+    ring_side_init_idx(cmp, &c->cmp_prod, &c->cmp_cons, &c->cmp_waiting, lane + h->cmp_off,
+                       lane + h->cmp_pay_off, h->cmp_slots, h->pay_stride);
+}
+
+/* A ring whose indices are one struct oag_ring_ctl. */
+static inline void ring_side_init(struct ring_side *r, struct oag_ring_ctl *ctl, uint8_t *hdrs,
+                                  uint8_t *pay, uint32_t nslots, uint32_t pay_stride)
+{
+    ring_side_init_idx(r, &ctl->prod, &ctl->cons, &ctl->waiting, hdrs, pay, nslots, pay_stride);
 }
 
 /* Slot idx's header and payload (idx is a free-running index). */
@@ -78,7 +102,7 @@ static inline int ring_prod_space(struct ring_side *r, uint32_t want)
     if (free >= want)
         return (int)free;
     /* Pairs with the release in ring_cons_release(): slots up to cons are no longer read. */
-    uint32_t cons = oag_load_acquire_u32(&r->ctl->cons);
+    uint32_t cons = oag_load_acquire_u32(r->cons);
     uint32_t used = r->mine - cons;
     if (used > cap || (uint32_t)(cons - r->peer) > cap)
         return -EPROTO;
@@ -91,7 +115,7 @@ static inline void ring_prod_publish(struct ring_side *r, uint32_t n)
 {
     r->mine += n;
     /* Pairs with the acquire in ring_cons_avail(): slot contents are visible before prod. */
-    oag_store_release_u32(&r->ctl->prod, r->mine);
+    oag_store_release_u32(r->prod, r->mine);
 }
 
 /* ring_prod_needs_wake() without its fence, for a producer that publishes several rings, then
@@ -99,9 +123,9 @@ static inline void ring_prod_publish(struct ring_side *r, uint32_t n)
  * fence, which precedes its `waiting` load, as the wake protocol needs. */
 static inline int ring_prod_waiter(struct ring_side *r)
 {
-    if (oag_load_relaxed_u32(&r->ctl->waiting) == 0)
+    if (oag_load_relaxed_u32(r->waiting) == 0)
         return 0;
-    return oag_xchg_u32(&r->ctl->waiting, 0) != 0;
+    return oag_xchg_u32(r->waiting, 0) != 0;
 }
 
 /* After publishing: returns 1 if the consumer declared it sleeps and must be woken (the caller
@@ -118,7 +142,7 @@ static inline int ring_prod_needs_wake(struct ring_side *r)
 static inline int ring_cons_avail(struct ring_side *r)
 {
     /* Pairs with the release in ring_prod_publish(). */
-    uint32_t prod = oag_load_acquire_u32(&r->ctl->prod);
+    uint32_t prod = oag_load_acquire_u32(r->prod);
     uint32_t avail = prod - r->mine;
     if (avail > r->mask + 1 || (uint32_t)(prod - r->peer) > r->mask + 1)
         return -EPROTO;
@@ -131,24 +155,24 @@ static inline void ring_cons_release(struct ring_side *r, uint32_t n)
 {
     r->mine += n;
     /* Pairs with the acquire in ring_prod_space(): we are done reading these slots. */
-    oag_store_release_u32(&r->ctl->cons, r->mine);
+    oag_store_release_u32(r->cons, r->mine);
 }
 
 /* Consumer about to sleep: declares it and re-checks. Returns >0 if slots arrived meanwhile (do
  * not sleep; `waiting` has been cleared), 0 if it is safe to sleep on the eventfd, or -EPROTO. */
 static inline int ring_cons_prepare_sleep(struct ring_side *r)
 {
-    oag_store_seqcst_u32(&r->ctl->waiting, 1);
+    oag_store_seqcst_u32(r->waiting, 1);
     oag_fence_seqcst();
     int n = ring_cons_avail(r);
     if (n != 0)
-        oag_store_relaxed_u32(&r->ctl->waiting, 0); /* relaxed: only a hint to the producer */
+        oag_store_relaxed_u32(r->waiting, 0); /* relaxed: only a hint to the producer */
     return n;
 }
 
 static inline void ring_cons_awake(struct ring_side *r)
 {
-    oag_store_relaxed_u32(&r->ctl->waiting, 0); /* relaxed: a stale 1 costs one spare wake-up */
+    oag_store_relaxed_u32(r->waiting, 0); /* relaxed: a stale 1 costs one spare wake-up */
 }
 
 #endif

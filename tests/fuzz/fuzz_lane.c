@@ -55,9 +55,8 @@ static void hdr_check(struct in *in)
     uint64_t sub_pay_end = h.sub_pay_off + (uint64_t)h.sub_slots * h.pay_stride;
     uint64_t cmp_pay_end = h.cmp_pay_off + (uint64_t)h.cmp_slots * h.pay_stride;
     if (h.size > map_size || h.state_off < sizeof h ||
-        h.state_off + sizeof(struct oag_latch_agent) > h.sub_ctl_off ||
-        h.sub_ctl_off + sizeof(struct oag_ring_ctl) > h.cmp_ctl_off ||
-        h.cmp_ctl_off + sizeof(struct oag_ring_ctl) > h.sub_off || sub_end > h.cmp_off ||
+        h.state_off + sizeof(struct oag_latch_agent) > h.ctl_off ||
+        h.ctl_off + sizeof(struct oag_lane_ctl) > h.sub_off || sub_end > h.cmp_off ||
         cmp_end > h.sub_pay_off || sub_pay_end > h.cmp_pay_off || cmp_pay_end > h.size ||
         h.pay_stride < h.max_payload)
         abort();
@@ -83,11 +82,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!lane || !payload)
         abort();
     struct ring_side sub, cmp;
-    struct oag_ring_ctl *sctl = (struct oag_ring_ctl *)(lane + g.sub_ctl_off);
-    struct oag_ring_ctl *cctl = (struct oag_ring_ctl *)(lane + g.cmp_ctl_off);
+    struct oag_lane_ctl *ctl = (struct oag_lane_ctl *)(lane + g.ctl_off);
     struct oag_latch_agent *la = (struct oag_latch_agent *)(lane + g.state_off);
-    ring_side_init(&sub, sctl, lane + g.sub_off, lane + g.sub_pay_off, g.sub_slots, g.pay_stride);
-    ring_side_init(&cmp, cctl, lane + g.cmp_off, lane + g.cmp_pay_off, g.cmp_slots, g.pay_stride);
+    ring_side_init_idx(&sub, &ctl->sub_prod, &ctl->sub_cons, &ctl->sub_waiting, lane + g.sub_off,
+                       lane + g.sub_pay_off, g.sub_slots, g.pay_stride);
+    ring_side_init_idx(&cmp, &ctl->cmp_prod, &ctl->cmp_cons, &ctl->cmp_waiting, lane + g.cmp_off,
+                       lane + g.cmp_pay_off, g.cmp_slots, g.pay_stride);
     int cut = 0;
     uint32_t owed = 0; /* taken from sub, result not yet produced */
 
@@ -98,11 +98,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         switch (op % 7) {
         case 0: /* agent: any submission prod */
             take(&in, &v, 4);
-            oag_store_release_u32(&sctl->prod, v);
+            oag_store_release_u32(&ctl->sub_prod, v);
             break;
         case 1: /* agent: any completion cons */
             take(&in, &v, 4);
-            oag_store_release_u32(&cctl->cons, v);
+            oag_store_release_u32(&ctl->cmp_cons, v);
             break;
         case 2: { /* agent: any slot header, into either ring */
             uint8_t which;

@@ -180,12 +180,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint8_t *lane = mmap(NULL, ls, PROT_READ | PROT_WRITE, MAP_SHARED, lane_fd_server, 0);
         if (lane == MAP_FAILED)
             abort();
-        struct oag_ring_ctl *ctl = (struct oag_ring_ctl *)(lane + cur.lane_hdr.cmp_ctl_off);
+        struct oag_lane_ctl *ctl = (struct oag_lane_ctl *)(lane + cur.lane_hdr.ctl_off);
         memcpy(lane + cur.lane_hdr.cmp_off +
                    (uint64_t)(cur.cmp_prod ? (cur.cmp_prod - 1) & (cur.lane_hdr.cmp_slots - 1) : 0) *
                        sizeof(struct oag_slot_hdr),
                &cur.cmp_slot, sizeof cur.cmp_slot);
-        oag_store_release_u32(&ctl->prod, cur.cmp_prod);
+        oag_store_release_u32(&ctl->cmp_prod, cur.cmp_prod);
         oag_completion done[8];
         int n = oag_poll(c, done, 8, 0);
         volatile uint8_t sum = 0;

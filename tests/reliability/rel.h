@@ -219,7 +219,7 @@ struct rel_raw {
     uint8_t *lane;
     size_t lane_size;
     struct oag_lane_hdr hdr;
-    struct oag_ring_ctl *sub, *cmp;
+    struct oag_lane_ctl *ctl;
     const struct oag_region *region;
     size_t region_size;
     uint32_t prod, cons; /* our own indices */
@@ -288,8 +288,7 @@ static inline int rel_raw_connect(struct rel_raw *r, const char *sock, int agent
     memcpy(&r->hdr, r->lane, sizeof r->hdr);
     if (oag_lane_hdr_check(&r->hdr, r->lane_size))
         return -EPROTO;
-    r->sub = (struct oag_ring_ctl *)(r->lane + r->hdr.sub_ctl_off);
-    r->cmp = (struct oag_ring_ctl *)(r->lane + r->hdr.cmp_ctl_off);
+    r->ctl = (struct oag_lane_ctl *)(r->lane + r->hdr.ctl_off);
     r->generation = w.generation;
     return 0;
 }
@@ -325,7 +324,7 @@ static inline void rel_raw_submit(struct rel_raw *r, uint64_t ticket, uint32_t l
     memset(r->lane + r->hdr.sub_pay_off + (uint64_t)i * r->hdr.pay_stride, (int)(ticket & 0xff),
            len);
     r->prod++;
-    oag_store_release_u32(&r->sub->prod, r->prod);
+    oag_store_release_u32(&r->ctl->sub_prod, r->prod);
     if (ring) {
         uint64_t one = 1;
         if (write(r->doorbell, &one, sizeof one) < 0) {
@@ -337,7 +336,7 @@ static inline void rel_raw_submit(struct rel_raw *r, uint64_t ticket, uint32_t l
 /* Takes one completion if there is one: 1 (ticket/status filled), 0 none. */
 static inline int rel_raw_take(struct rel_raw *r, uint64_t *ticket, int32_t *status)
 {
-    uint32_t prod = oag_load_acquire_u32(&r->cmp->prod);
+    uint32_t prod = oag_load_acquire_u32(&r->ctl->cmp_prod);
     if (prod == r->cons)
         return 0;
     const struct oag_slot_hdr *sl = (const struct oag_slot_hdr *)(r->lane + r->hdr.cmp_off) +
@@ -345,7 +344,7 @@ static inline int rel_raw_take(struct rel_raw *r, uint64_t *ticket, int32_t *sta
     *ticket = sl->ticket;
     *status = sl->status;
     r->cons++;
-    oag_store_release_u32(&r->cmp->cons, r->cons);
+    oag_store_release_u32(&r->ctl->cmp_cons, r->cons);
     return 1;
 }
 

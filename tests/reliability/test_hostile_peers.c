@@ -141,7 +141,7 @@ int main(void)
     atomic_store(&run, 0);
     pthread_join(f.th, NULL);
     long rss1 = rel_rss_kb(s.pid);
-    uint32_t held = oag_load_acquire_u32(&nr.cmp->prod) - oag_load_acquire_u32(&nr.cmp->cons);
+    uint32_t held = oag_load_acquire_u32(&nr.ctl->cmp_prod) - oag_load_acquire_u32(&nr.ctl->cmp_cons);
     printf("with a never-reader and a flooder: %.0f tasks/s each (%.0f%% of baseline), latency "
            "p50 %.1f us p99 %.1f us; flooder submitted %llu completed %llu (lane full %llu times); never-reader holds %u results (its ring: %u); queued %lld; RSS "
            "%ld -> %ld KiB\n", r1, 100.0 * r1 / r0, (double)b50, (double)b99,

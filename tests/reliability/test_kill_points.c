@@ -42,9 +42,9 @@ static int child(int point, const char *sock, int ready_fd)
             for (int i = 0; i < 8; i++)
                 rel_raw_submit(&rr, 1 + (uint64_t)i, 128, 1);
             uint64_t end = h_now_ms() + 3000;
-            while (oag_load_acquire_u32(&rr.cmp->prod) < 8 && h_now_ms() < end)
+            while (oag_load_acquire_u32(&rr.ctl->cmp_prod) < 8 && h_now_ms() < end)
                 h_sleep_ms(1);
-            if (oag_load_acquire_u32(&rr.cmp->prod) < 8)
+            if (oag_load_acquire_u32(&rr.ctl->cmp_prod) < 8)
                 return 3;
         }
     }
