@@ -225,6 +225,8 @@ struct model_res {
     int loaded;
     struct off_shared off;       /* a copy of the child's header */
     int off_ok;
+    double ceil_first, ceil_again; /* rows/s at the e2e batch: measured first, and again after
+                                      the e2e rows (0: not measured again) */
     struct mrun_res e2e[MAX_ROWS];
     int ne2e;
     struct mrun_res lat;

@@ -132,6 +132,34 @@ static int bench_model(const struct opts *o, struct model_res *mr)
         }
     }
 
+    /* 2b. the ceiling once more, after the e2e rows: a slow spell of the machine during the
+     * first measurement would make every ratio look better than it is (seen once on the H100
+     * kind: 5.93 M rows/s for the 768 model at batch 512, against 11.7 M in every other run).
+     * The ratios use the higher of the two. */
+    if (!o->skip_e2e && mr->ne2e && mr->off_ok && !g_stop) {
+        struct off_row *ce = (struct off_row *)off_at(mr, o->e2e_batch);
+        struct off_shared *sh2 = ce ? shared_alloc(size) : NULL;
+        if (sh2) {
+            struct opts o2 = *o;
+            o2.batches[0] = o->e2e_batch;
+            o2.nbatches = 1;
+            float *rows2 = (float *)((char *)sh2 + hdr);
+            memcpy(rows2, rows, (size_t)MM_CHECK_ROWS * mr->in_dim * sizeof(float));
+            fprintf(stderr, "oag-bench: %s: offline batch %u again ...\n", mr->label,
+                    o->e2e_batch);
+            if (bench_offline(&o2, mr->dir, sh2, rows2, rows2 + (size_t)MM_CHECK_ROWS * mr->in_dim,
+                              mr->payload) == 0 && sh2->nrows == 1 && sh2->rows[0].ok) {
+                mr->ceil_first = ce->rows_s;
+                mr->ceil_again = sh2->rows[0].rows_s;
+                if (mr->ceil_again > ce->rows_s) {
+                    ce->rows_s = mr->ceil_again;
+                    ce->pipe_us = sh2->rows[0].pipe_us;
+                }
+            }
+            munmap(sh2, size);
+        }
+    }
+
     /* 3. single-agent latency, batch 1 */
     if (!o->skip_mlat && !g_stop) {
         struct mrun_res *r = &mr->lat;
@@ -320,6 +348,14 @@ void print_model_report(const struct opts *o, const struct model_res *mres, int 
         }
         const struct off_row *ce = off_at(mr, o->e2e_batch);
         const char *hdr = "  %-26s %10s %9s %9s %9s %7s %8s\n";
+        if (mr->ceil_again > 0) {
+            char a[32], b[32];
+            printf("  batch %u kept full, measured again after the e2e rows: %s rows/s (first "
+                   "%s); the ratios below use the higher%s\n", o->e2e_batch,
+                   fmt_rate(a, sizeof a, mr->ceil_again), fmt_rate(b, sizeof b, mr->ceil_first),
+                   mr->ceil_again > mr->ceil_first * 1.15 || mr->ceil_first > mr->ceil_again * 1.15
+                       ? " (they differ by more than 15 %: the machine was not steady)" : "");
+        }
 
         printf("\n 2. End to end, async agents (max batch %u, max delay %u us; ratio to the "
                "offline rows/s at batch %u)\n", o->e2e_batch, o->e2e_delay_us, o->e2e_batch);
