@@ -648,21 +648,28 @@ static inline long long h_json_ll(const cJSON *o, const char *key, int *ok)
     return (long long)v->valuedouble;
 }
 
-/* Fetches and parses `oag-ctl status --json`. Returns 0, or -1 (printing why). */
-static inline int h_status(const struct h_sup *s, struct h_status *st)
+/* `oag-ctl status --json`, parsed (the caller cJSON_Delete()s it), or NULL (printing why). */
+static inline cJSON *h_status_json(const struct h_sup *s)
 {
     static char buf[1 << 16];
-    memset(st, 0, sizeof *st);
     int rc = h_ctl(s, buf, sizeof buf, "status", "--json", (const char *)NULL);
     if (rc != 0) {
         fprintf(stderr, "oag-ctl status --json exited %d: %.300s\n", rc, buf);
-        return -1;
+        return NULL;
     }
     cJSON *j = cJSON_Parse(buf);
-    if (!j) {
+    if (!j)
         fprintf(stderr, "oag-ctl status --json: not JSON: %.300s\n", buf);
+    return j;
+}
+
+/* Fetches and parses `oag-ctl status --json`. Returns 0, or -1 (printing why). */
+static inline int h_status(const struct h_sup *s, struct h_status *st)
+{
+    memset(st, 0, sizeof *st);
+    cJSON *j = h_status_json(s);
+    if (!j)
         return -1;
-    }
     int ok = 1;
     st->pid = (int)h_json_ll(j, "pid", &ok);
     st->tasks_done = h_json_ll(j, "tasks_done", &ok);
@@ -695,7 +702,7 @@ static inline int h_status(const struct h_sup *s, struct h_status *st)
     }
     cJSON_Delete(j);
     if (!ok) {
-        fprintf(stderr, "oag-ctl status --json: missing fields: %.600s\n", buf);
+        fprintf(stderr, "oag-ctl status --json: missing fields\n");
         return -1;
     }
     return 0;

@@ -126,7 +126,6 @@ struct rchunk *results_take(struct sup *s, uint32_t out_row)
             ch->busy = 1;
             ch->nrec = ch->scan = 0;
             ch->stride = stride;
-            r->batches++;
             r->next = i + 1 < r->n ? i + 1 : 0;
             return ch;
         }

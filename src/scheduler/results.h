@@ -38,7 +38,8 @@ struct results {
     struct rchunk *chunk;
     uint32_t next;                 /* the chunk lent longest ago (chunks are lent in turn) */
     int registered;                /* with the engine (host_register) */
-    uint64_t batches, fallbacks;   /* batches with results in the area / that found no chunk */
+    uint64_t batches, fallbacks;   /* batches whose results came back in the area / that
+                                      found no free chunk */
 };
 
 /* Bytes the area needs for this configuration (0: none); instance.c sizes the region. */

@@ -29,10 +29,7 @@ static void fill(uint8_t *buf, uint64_t seed)
 static int area_counts(const struct h_sup *s, long long *chunks, long long *batches,
                        long long *fallbacks)
 {
-    static char buf[1 << 16];
-    if (h_ctl(s, buf, sizeof buf, "status", "--json", (const char *)NULL) != 0)
-        return -1;
-    cJSON *j = cJSON_Parse(buf);
+    cJSON *j = h_status_json(s);
     if (!j)
         return -1;
     int ok = 1;

@@ -364,6 +364,18 @@ static void join(cudaStream_t st, cudaStream_t from)
     CK(cudaEventDestroy(j));
 }
 
+/* Ends a timed run on st and st2 (st2 joined into st): ms since event a was recorded. */
+static float two_streams_ms(cudaEvent_t a, cudaEvent_t b, cudaStream_t st, cudaStream_t st2)
+{
+    CK(cudaGetLastError());
+    join(st, st2);
+    CK(cudaEventRecord(b, st));
+    CK(cudaEventSynchronize(b));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    return ms;
+}
+
 /* b1d from several threads: each enqueues the runs of its share of the rows, both directions,
  * on streams of its own; does a transfer's host time overlap across threads? */
 struct b1d_job {
@@ -586,12 +598,7 @@ int main(int argc, char **argv)
                     else if (wv[v].dir & 2)
                         stw<8><<<wv[v].g, 256, 0, wv[v].dir == 3 ? st2 : st>>>(out_ptr, dev2, row, rows);
                 }
-                CK(cudaGetLastError());
-                join(st, st2);
-                CK(cudaEventRecord(b, st));
-                CK(cudaEventSynchronize(b));
-                float ms = 0;
-                CK(cudaEventElapsedTime(&ms, a, b));
+                float ms = two_streams_ms(a, b, st, st2);
                 if (pass)
                     printf("  %-11s %7.1f GB/s%s  (%.1f us a batch)\n", wv[v].name,
                            bytes / (ms * 1e6), wv[v].dir >= 3 ? " each way" : "",
@@ -652,12 +659,7 @@ int main(int argc, char **argv)
                         st16x4g<<<g, 256, 0, st2>>>(out_ptr, dev2, row, rows);
                     }
                 }
-                CK(cudaGetLastError());
-                join(st, st2);
-                CK(cudaEventRecord(b, st));
-                CK(cudaEventSynchronize(b));
-                float ms = 0;
-                CK(cudaEventElapsedTime(&ms, a, b));
+                float ms = two_streams_ms(a, b, st, st2);
                 if (pass)
                     printf("  %-13s %7.1f GB/s%s  (%.1f us a batch; %d stages)\n", tv[v].name,
                            bytes / (ms * 1e6), tv[v].ld && tv[v].st ? " each way" : "",

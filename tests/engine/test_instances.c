@@ -21,10 +21,7 @@ struct snap {
 
 static int snapshot(const struct h_sup *s, struct snap *sn)
 {
-    static char buf[1 << 16];
-    if (h_ctl(s, buf, sizeof buf, "status", "--json", (const char *)NULL) != 0)
-        return -1;
-    cJSON *j = cJSON_Parse(buf);
+    cJSON *j = h_status_json(s);
     if (!j)
         return -1;
     int ok = 1;
