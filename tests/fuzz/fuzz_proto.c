@@ -10,7 +10,7 @@
  * and a lane memfd whose sizes and leading bytes come from the input, and eventfds. When the
  * connect succeeds, the input also supplies completion-ring indices and a completion record,
  * and the client polls once. oag_connect must return 0 or a negative errno with no fd leaked;
- * any completion handed out must lie inside the lane.
+ * any completion handed out must lie inside the lane (or the region's shared result area).
  *
  * Input: struct oag_welcome | u8 flags | u16 welcome bytes to send | u32 region size |
  *        region bytes (sizeof struct oag_region) | u32 lane size | lane header (256) |
@@ -191,6 +191,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         volatile uint8_t sum = 0;
         for (int i = 0; i < n; i++) {
             const uint8_t *d = done[i].data;
+            if (getenv("OAG_FUZZ_VERBOSE"))
+                fprintf(stderr, "completion: ticket %llu status %d len %u\n",
+                        (unsigned long long)done[i].ticket, done[i].status, done[i].len);
             if (done[i].len > cur.lane_hdr.max_payload)
                 abort();
             for (uint32_t k = 0; k < done[i].len; k++)

@@ -77,25 +77,29 @@ put("lane", "future-prod", bytes([0, 0]) + op(0, u32(1000)) + op(3))
 put("lane", "backwards-cons", bytes([0, 0]) + op(0, u32(1)) + op(3) + op(4) + op(1, u32(0xffffffff)) + op(4))
 put("lane", "latch-odd", bytes([0, 3]) + op(5, u32(0xffffffff), b"\x00", b"\xff" * 8))
 
+ABI = 3
 def geom(max_payload, slots):
+    """src/shm/lane.c, ABI 3: headers apart from payloads, indices grouped by writer."""
     up = lambda x, a: (x + a - 1) & ~(a - 1)
-    slot_size = up(32 + max_payload, 64)
+    pay_stride = up(max_payload, 64)
     state_off = 256
-    sub_ctl = up(state_off + 192, 64)
-    cmp_ctl = sub_ctl + 192
-    sub_off = up(cmp_ctl + 192, 4096)
-    cmp_off = sub_off + slots * slot_size
-    size = up(cmp_off + slots * slot_size, 4096)
-    return slot_size, state_off, sub_ctl, cmp_ctl, sub_off, cmp_off, size
+    ctl_off = up(state_off + 192, 64)
+    sub_off = up(ctl_off + 256, 64)
+    cmp_off = sub_off + slots * 32
+    sub_pay = up(cmp_off + slots * 32, 4096)
+    cmp_pay = up(sub_pay + slots * pay_stride, 4096)
+    size = up(cmp_pay + slots * pay_stride, 4096)
+    return pay_stride, state_off, ctl_off, sub_off, cmp_off, sub_pay, cmp_pay, size
 
 def lane_hdr(max_payload, slots, lane_id=5, gen=3, tweak=None):
-    ss, so, sc, cc, su, co, size = geom(max_payload, slots)
-    f = dict(magic=0x4f41474c, abi=1, lane_id=lane_id, gen=gen, size=size, ss=ss, mp=max_payload,
-             sub=slots, cmp=slots, so=so, sc=sc, cc=cc, su=su, co=co)
+    ps, so, co_, su, cm, sp, cp, size = geom(max_payload, slots)
+    f = dict(magic=0x4f41474c, abi=ABI, lane_id=lane_id, gen=gen, size=size, ps=ps,
+             mp=max_payload, sub=slots, cmp=slots, so=so, ctl=co_, su=su, co=cm, sp=sp, cp=cp)
     if tweak:
         f.update(tweak)
-    h = struct.pack("<IIIIQIIIIIIIIQQ", f["magic"], f["abi"], f["lane_id"], f["gen"], f["size"],
-                    f["ss"], f["mp"], f["sub"], f["cmp"], f["so"], f["sc"], f["cc"], 0, f["su"], f["co"])
+    h = struct.pack("<IIIIQIIIIIIIIQQQQ", f["magic"], f["abi"], f["lane_id"], f["gen"], f["size"],
+                    f["ps"], f["mp"], f["sub"], f["cmp"], f["so"], f["ctl"], 0, 0, f["su"],
+                    f["co"], f["sp"], f["cp"])
     return h + b"\0" * (256 - len(h)), size
 
 h, size = lane_hdr(64, 4)
@@ -106,11 +110,13 @@ put("lane", "hdr-bad-off", bytes([0x80, 0]) + h2 + struct.pack("<Q", size) + h +
 # ---- proto: struct oag_welcome | u8 flags | u16 wlen | u32 region size | region (496) |
 #             u32 lane size | lane header (256) | u32 completion prod | slot header (32)
 REGION = 496
-def welcome(err=0, abi=1, lane_id=5, gen=3, lane_size=0, region_size=4096, reason=b""):
+def welcome(err=0, abi=ABI, lane_id=5, gen=3, lane_size=0, region_size=4096, reason=b""):
     return struct.pack("<IIiIIIQQ", 0x4f414748, 1, err, abi, lane_id, gen, lane_size,
                        region_size) + reason.ljust(160, b"\0")
-def region(magic=0x4f414752, abi=1):
-    return struct.pack("<II", abi, magic)[::-1][:0] + struct.pack("<II", magic, abi) + b"\0" * (REGION - 8)
+def region(magic=0x4f414752, abi=ABI, results_off=0, results_size=0):
+    """struct oag_region_hdr: magic, abi, size, sup_pid, global_off, start_ns, results_off/size"""
+    h = struct.pack("<IIQIIQQQ", magic, abi, 4096, 1, 128, 0, results_off, results_size)
+    return h + b"\0" * (REGION - len(h))
 def proto(w, flags, rsize, reg, lsize, lh, prod=0, sl=b"\0" * 32, wlen=0):
     return w + struct.pack("<BHI", flags, wlen, rsize) + reg + struct.pack("<I", lsize) + lh + \
         struct.pack("<I", prod) + sl
@@ -118,6 +124,15 @@ h, size = lane_hdr(64, 4)
 ok = proto(welcome(lane_size=size), 0x0f, 4096, region(), size, h, 1,
            struct.pack("<QIiIB3xQ", 7, 16, 0, 0, 0, 0))
 put("proto", "ok-one-completion", ok)
+# a result in the region's shared result area (--shared-results): OAG_CMP_SHARED, offset 16
+def cslot(ticket, length, flags=0, off=0):
+    return struct.pack("<QIiIBB2xQ", ticket, length, 0, 0, 0, flags, off)
+put("proto", "ok-shared-result", proto(welcome(lane_size=size), 0x0f, 4096,
+    region(results_off=512, results_size=2048), size, h, 1, cslot(7, 16, 1, 16)))
+put("proto", "shared-result-outside", proto(welcome(lane_size=size), 0x0f, 4096,
+    region(results_off=512, results_size=2048), size, h, 1, cslot(7, 16, 1, 2040)))
+put("proto", "results-area-past-region", proto(welcome(lane_size=size), 0x0f, 4096,
+    region(results_off=4000, results_size=2048), size, h))
 put("proto", "ok-len-huge", proto(welcome(lane_size=size), 0x0f, 4096, region(), size, h, 1,
     struct.pack("<QIiIB3xQ", 7, 1 << 30, 0, 0, 0, 0)))
 put("proto", "refused", proto(welcome(err=-13, reason=b"not allowed"), 0, 0, region(), 0, h))
@@ -129,7 +144,7 @@ put("proto", "truncated-welcome", proto(welcome(lane_size=size), 0x0f, 4096, reg
 put("proto", "no-answer", proto(welcome(lane_size=size), 0x2f, 4096, region(), size, h))
 
 # ---- hello: the first message of a connection (struct oag_hello, 280 bytes)
-def hello(kind, cmd=b"", agent_id=-1, abi=1, magic=0x4f414748):
+def hello(kind, cmd=b"", agent_id=-1, abi=ABI, magic=0x4f414748):
     return struct.pack("<IIIiII", magic, abi, kind, agent_id, 4242, 0) + cmd.ljust(256, b"\0")
 for nm, c in [("status", b"status"), ("status-json", b"status --json"), ("trace", b"trace 5 --json"),
               ("trace-bad", b"trace 0 x"), ("scale", b"scale 3"), ("reload", b"reload /nonexistent"),
@@ -137,7 +152,7 @@ for nm, c in [("status", b"status"), ("status-json", b"status --json"), ("trace"
     put("hello", "ctl-" + nm, hello(2, c))
 put("hello", "agent", hello(1))
 put("hello", "agent-id-huge", hello(1, agent_id=1 << 29))
-put("hello", "bad-abi", hello(1, abi=2))
+put("hello", "bad-abi", hello(1, abi=ABI - 1))
 put("hello", "bad-kind", hello(7))
 put("hello", "short", hello(1)[:10])
 
