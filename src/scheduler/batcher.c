@@ -55,11 +55,11 @@ int batcher_init(struct sup *s)
     struct batcher *bt = &s->bat;
     bt->pool_cap = s->cfg.max_queue;
     bt->pool = calloc(bt->pool_cap, sizeof *bt->pool);
-    if (!bt->pool)
+    bt->free_idx = calloc(bt->pool_cap, sizeof *bt->free_idx);
+    if (!bt->pool || !bt->free_idx)
         return -ENOMEM;
     for (uint32_t i = 0; i < bt->pool_cap; i++)
-        bt->pool[i].next = i + 1 < bt->pool_cap ? i + 1 : NIL;
-    bt->free_head = 0;
+        bt->free_idx[i] = bt->pool_cap - 1 - i; /* entry 0 on top */
     for (int p = 0; p < OAG_PRIORITY_LEVELS; p++)
         bt->qhead[p] = bt->qtail[p] = NIL;
     bt->next_deadline = UINT64_MAX;
@@ -81,7 +81,9 @@ void batcher_fini(struct sup *s)
     free(s->bat.trace);
     free(s->bat.jobs);
     free(s->bat.pool);
+    free(s->bat.free_idx);
     s->bat.pool = NULL;
+    s->bat.free_idx = NULL;
 }
 
 /* Queues one row copy for the current batch; flush_copies() runs them. */
@@ -316,19 +318,14 @@ static void publish_touched(struct sup *s)
 
 static uint32_t pend_alloc(struct batcher *bt)
 {
-    uint32_t i = bt->free_head;
-    if (i != NIL) {
-        bt->free_head = bt->pool[i].next;
-        bt->pool_used++;
-    }
-    return i;
+    if (bt->pool_used == bt->pool_cap)
+        return NIL;
+    return bt->free_idx[bt->pool_cap - ++bt->pool_used];
 }
 
 static void pend_free(struct batcher *bt, uint32_t i)
 {
-    bt->pool[i].next = bt->free_head;
-    bt->free_head = i;
-    bt->pool_used--;
+    bt->free_idx[bt->pool_cap - bt->pool_used--] = i;
 }
 
 /* Takes up to `want` new tasks from one lane into the queues. Returns the number taken. */

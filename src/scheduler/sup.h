@@ -209,7 +209,10 @@ struct bslot {
 
 struct batcher {
     struct pend *pool;
-    uint32_t pool_cap, pool_used, free_head;
+    uint32_t pool_cap, pool_used;
+    uint32_t *free_idx;        /* free pool entries, a stack: pool_cap - pool_used of them (a
+                                  free list linked through the entries made every intake wait
+                                  for the previous entry's load) */
     uint32_t npend;            /* live queued tasks */
     uint32_t qhead[OAG_PRIORITY_LEVELS], qtail[OAG_PRIORITY_LEVELS];
     uint64_t next_deadline;
