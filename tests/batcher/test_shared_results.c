@@ -7,7 +7,10 @@
  *     (counted), their results are right, and the held results are unchanged;
  *  3. once the holders hand their results back, batches use the area again (a round's results
  *     are handed back by one more poll after it);
- *  4. a holder that disconnects frees its chunk too.
+ *  4. a holder that disconnects frees its chunk too;
+ *  5. a raw agent that claims to have read far more results than it was given (its completion
+ *     ring's consumer index past everything published) loses only its own: another agent's
+ *     results stay right while the chunks keep being lent.
  */
 #include <errno.h>
 #include <string.h>
@@ -15,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "../harness.h"
+#include "../reliability/rel.h"
 #include "oag/oag.h"
 
 #define ROW 256
@@ -187,6 +191,26 @@ int main(void)
             CHECK_EQ(round_trip(b, 20000 + (uint64_t)r * 100, 16, d), 16);
         CHECK_EQ(area_counts(&s, &chunks, &b3, &f3), 0);
         CHECK(b3 >= b2 + 5, "batches did not return to the area (%lld -> %lld)", b2, b3);
+
+        fprintf(stderr, "== an agent claiming results it never read loses only its own\n");
+        struct rel_raw r;
+        CHECK_EQ(rel_raw_connect(&r, s.sock, -1), 0);
+        if (r.lane) {
+            for (int i = 0; i < 8; i++)
+                rel_raw_submit(&r, 900 + (uint64_t)i, ROW, 1);
+            uint64_t end = h_now_ms() + 5000;
+            while (oag_load_acquire_u32(&r.ctl->cmp_prod) < 8 && h_now_ms() < end)
+                h_sleep_ms(2);
+            CHECK_EQ(oag_load_acquire_u32(&r.ctl->cmp_prod), 8);
+            oag_store_release_u32(&r.ctl->cmp_cons, 1000); /* far past what was published */
+            long long b4 = 0, f4 = 0;
+            for (int k = 0; k < 10; k++)
+                CHECK_EQ(round_trip(b, 40000 + (uint64_t)k * 100, 16, d), 16);
+            CHECK_EQ(area_counts(&s, &chunks, &b4, &f4), 0);
+            CHECK(b4 >= b3 + 10, "batches did not go through the area (%lld -> %lld)", b3, b4);
+        }
+        rel_raw_close(&r);
+        CHECK(h_sup_alive(&s), "the supervisor died");
     }
     oag_close(a);
     oag_close(b);
