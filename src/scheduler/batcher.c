@@ -868,7 +868,8 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
     if (ch) {
         ch->busy = 0; /* back in the pool once every result recorded is handed back */
         bs->chunk = NULL;
-        s->res.batches++;
+        if (b->whole_rc == 0)
+            s->res.batches++;
     }
     for (uint32_t k = 0; k < nrel; k++) {
         struct lane *l = &s->lanes[bt->released[k]];

@@ -92,6 +92,7 @@ struct mx_snap {
     int loaded, usable, draining, reloading;
     uint64_t ok, error, timed_out, rejected;
     uint64_t busy_events, batches, compute_ns, engine_errors, dropped, cut_offs, refused;
+    uint64_t shared_batches, shared_fallbacks; /* --shared-results */
     uint64_t restarts;
     uint32_t pending, max_queue, max_batch, lanes, batches_in_flight;
     uint32_t agents[MX_STATES];
@@ -375,6 +376,8 @@ static void snap_build(struct metrics *m, struct sup *s, uint64_t now)
     b->error = m->live.error;
     b->timed_out = m->live.timed_out;
     b->busy_events = s->bat.busy_events;
+    b->shared_batches = s->res.batches;
+    b->shared_fallbacks = s->res.fallbacks;
     b->batches = s->bat.batches;
     b->compute_ns = s->bat.compute_ns;
     b->engine_errors = s->bat.engine_errors;
@@ -586,6 +589,12 @@ static void format_metrics(struct out *o, const struct mx_snap *p, uint64_t now)
             p->busy_events);
     counter(o, "oag_results_dropped_total",
             "Results discarded because their agent had gone.", p->dropped);
+    counter(o, "oag_shared_result_batches_total",
+            "Batches whose results came back through the shared result area (--shared-results).",
+            p->shared_batches);
+    counter(o, "oag_shared_result_fallbacks_total",
+            "Batches that found every chunk of the shared result area still read by agents and "
+            "wrote their results into the lanes.", p->shared_fallbacks);
 
     hist_put(o, "oag_task_queue_seconds",
              "Time tasks spent in the supervisor's queue before entering a batch.", &p->queue, 1,

@@ -449,7 +449,7 @@ static void test_counts(void)
     /* The batch delay (300 ms) holds every batch: tasks queue until it runs out, the queue (16)
      * fills, and tasks with a 20 ms deadline expire while queued. */
     const char *extra[] = { "--backend", "identity", "--max-batch", "32", "--max-queue", "16",
-                            "--max-delay-us", "300000", NULL };
+                            "--max-delay-us", "300000", "--shared-results", "4", NULL };
     setenv("OAG_FAULT_ENGINE_BATCHES", "1", 1); /* fault-injection builds: batch 1 gets -EIO */
     int rc = start_with_metrics(&s, "mcnt", extra, NULL, &port);
     unsetenv("OAG_FAULT_ENGINE_BATCHES");
@@ -537,6 +537,10 @@ static void test_counts(void)
     CHECK_EQ(bucket(page, "oag_batch_size", "32"), bn);
     CHECK_M(page, "oag_engine_errors_total", t.batched_err ? 1 : 0);
     CHECK(need(page, "oag_busy_events_total") >= 1, "no busy event");
+    double sb = need(page, "oag_shared_result_batches_total"),
+           sf = need(page, "oag_shared_result_fallbacks_total");
+    CHECK(sb >= 1 && sb + sf <= bn, "shared result area: %g batches, %g fallbacks, of %g", sb, sf,
+          bn);
     CHECK(need(page, "oag_engine_busy_seconds_total{backend=\"identity\",device=\"-1\"}") >= 0,
           "busy seconds");
     CHECK(need(page, "oag_engine_compute_seconds_total") >= 0, "compute seconds");
