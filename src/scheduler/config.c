@@ -909,9 +909,7 @@ static int check_all(struct parse *p)
         return -EINVAL;
     }
     if (c->shared_results) {
-        /* as results.c sizes it: a chunk holds a batch of max-payload rows, page rounded */
-        uint64_t chunk = ((uint64_t)c->max_batch * ((c->max_payload + 63u) & ~63ull) + 4095u) &
-                         ~4095ull;
+        uint64_t chunk = results_chunk_bytes(c->max_batch, c->max_payload);
         if ((uint64_t)c->shared_results * chunk > (64ull << 30)) {
             fprintf(stderr, "oag-supervisor: --shared-results %u: the area would take %llu MB "
                             "(%u batches of %u rows of --max-payload %u); at most 64 GB\n",

@@ -302,6 +302,18 @@ void engines_event(struct sup *s, uint32_t idx)
     reap_retired(s);
 }
 
+int engines_host_register(struct sup *s, void *p, size_t len)
+{
+    const struct oag_engine_ops *ops = s->engine_ops;
+    if (!ops || !ops->host_register)
+        return -ENOTSUP;
+    /* Registrations serve every engine of the backend: the first healthy instance does it. */
+    for (uint32_t i = 0; i < s->ninst; i++)
+        if (!s->inst[i]->retired && !s->inst[i]->failed)
+            return ops->host_register(s->inst[i]->e, p, len);
+    return -ENODEV;
+}
+
 int engines_usable(struct sup *s)
 {
     for (uint32_t i = 0; i < s->ninst; i++)

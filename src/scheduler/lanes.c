@@ -157,22 +157,15 @@ static int lane_pick(struct sup *s, int agent_id)
  * only means this lane's rows are copied. */
 static void lane_mem_register(struct sup *s, struct lane_mem *m)
 {
-    const struct oag_engine_ops *ops = s->engine_ops;
-    if (s->cfg.copy_rows || !ops || !ops->host_register)
+    if (s->cfg.copy_rows)
         return;
-    for (uint32_t i = 0; i < s->ninst; i++) {
-        struct inst *in = s->inst[i];
-        if (in->retired || in->failed)
-            continue;
-        int rc = ops->host_register(in->e, m->map, m->size);
-        if (rc == 0) {
-            m->registered = 1;
-        } else if (rc != -ENOTSUP && !s->lane_reg_warned) {
-            s->lane_reg_warned = 1; /* once: with a big fleet it would repeat per agent */
-            log_warn("lane memory not registered with the engine: %s (that lane's rows are "
-                     "copied; said once for all lanes)", strerror(-rc));
-        }
-        return;
+    int rc = engines_host_register(s, m->map, m->size);
+    if (rc == 0) {
+        m->registered = 1;
+    } else if (rc != -ENOTSUP && rc != -ENODEV && !s->lane_reg_warned) {
+        s->lane_reg_warned = 1; /* once: with a big fleet it would repeat per agent */
+        log_warn("lane memory not registered with the engine: %s (that lane's rows are "
+                 "copied; said once for all lanes)", strerror(-rc));
     }
 }
 

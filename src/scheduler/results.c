@@ -10,11 +10,9 @@
 #include "results.h"
 #include "sup.h"
 
-static uint64_t row_cap(const struct sup_config *c) { return (c->max_payload + 63u) & ~63ull; }
-
 static uint64_t chunk_bytes(const struct sup_config *c)
 {
-    return ((uint64_t)c->max_batch * row_cap(c) + 4095u) & ~4095ull;
+    return results_chunk_bytes(c->max_batch, c->max_payload);
 }
 
 uint64_t results_area_bytes(const struct sup_config *c)
@@ -28,8 +26,7 @@ int results_open(struct sup *s)
     const struct sup_config *c = &s->cfg;
     if (!c->shared_results || !s->region->hdr.results_size)
         return 0;
-    const struct oag_engine_ops *ops = s->engine_ops;
-    if (c->copy_rows || !ops->host_register) {
+    if (c->copy_rows || !s->engine_ops->host_register) {
         log_warn("--shared-results: unused (%s)", c->copy_rows ? "--copy-rows" :
                  "this engine cannot write results in place");
         return 0;
@@ -49,25 +46,15 @@ int results_open(struct sup *s)
     r->size = s->region->hdr.results_size;
     r->base = (uint8_t *)s->region + r->off;
     r->chunk_bytes = chunk_bytes(c);
-    r->row_cap = (uint32_t)row_cap(c);
-    for (uint32_t i = 0; i < s->ninst; i++) {
-        struct inst *in = s->inst[i];
-        if (in->retired || in->failed)
-            continue;
-        int rc = ops->host_register(in->e, r->base, r->size);
-        if (rc) {
-            log_warn("--shared-results: the area could not be registered with the engine (%s); "
-                     "results go into the lanes", strerror(-rc));
-            results_close(s);
-            return 0;
-        }
-        r->registered = 1;
-        break;
-    }
-    if (!r->registered) {
+    r->row_cap = (uint32_t)results_row_cap(c->max_payload);
+    int rc = engines_host_register(s, r->base, r->size);
+    if (rc) {
+        log_warn("--shared-results: the area could not be registered with the engine (%s); "
+                 "results go into the lanes", strerror(-rc));
         results_close(s);
         return 0;
     }
+    r->registered = 1;
     r->n = c->shared_results;
     log_info("shared result area: %u chunks of %llu KB (a batch of %u results each)", r->n,
              (unsigned long long)(r->chunk_bytes >> 10), c->max_batch);

@@ -17,6 +17,18 @@
 struct sup;
 struct sup_config;
 
+/* Bytes a result row may take in the area (the max payload, 64-byte multiple), and one chunk:
+ * a batch of such rows, page rounded. config.c checks the total against its limit. */
+static inline uint64_t results_row_cap(uint32_t max_payload)
+{
+    return (max_payload + 63ull) & ~63ull;
+}
+
+static inline uint64_t results_chunk_bytes(uint32_t max_batch, uint32_t max_payload)
+{
+    return ((uint64_t)max_batch * results_row_cap(max_payload) + 4095u) & ~4095ull;
+}
+
 struct rchunk_rec {
     uint32_t lane, gen, cidx;      /* results in the chunk up to completion slot cidx of a lane
                                       (a lane's consecutive rows share one record) */

@@ -325,6 +325,9 @@ void engines_arm(struct sup *s);
 int engines_reload(struct sup *s, const char *model, char *msg, size_t msglen);
 void engines_reload_event(struct sup *s);
 int engines_usable(struct sup *s);
+/* Makes host memory usable for rows by pointer (ops->host_register on a healthy instance):
+ * 0, -ENOTSUP (the backend has no such op), -ENODEV (no healthy instance), or its error. */
+int engines_host_register(struct sup *s, void *p, size_t len);
 void engines_recover(struct sup *s, uint64_t now);
 int engines_reload_wait_fd(int fd);
 
