@@ -603,7 +603,7 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
                 t->mem = l->mem;
                 l->mem->refs++;
                 bs->b.in_ptr[rows] = ring_payload(&l->sub, copy.idx);
-                bs->b.out_ptr[rows] = ch ? s->res.base + ch->off + (size_t)rows * ch->stride
+                bs->b.out_ptr[rows] = ch ? s->res.base + rchunk_row(ch, rows)
                                          : ring_payload(&l->cmp, t->cidx);
             } else {
                 /* The payload's only copy: from the agent's slot into the engine's buffer (run
@@ -612,7 +612,7 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
                 add_copy(bt, in, ring_payload(&l->sub, copy.idx), copy.len);
                 if (bs->b.in_ptr) {
                     bs->b.in_ptr[rows] = in;
-                    bs->b.out_ptr[rows] = ch ? s->res.base + ch->off + (size_t)rows * ch->stride
+                    bs->b.out_ptr[rows] = ch ? s->res.base + rchunk_row(ch, rows)
                                              : bs->b.out + (size_t)rows * bs->b.out_stride;
                 }
                 l->flags[copy.idx & l->sub.mask] |= F_TAKEN;
@@ -853,7 +853,7 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
                   n, status);
         if (ch) {
             /* In the chunk: the header points there; the chunk is held until it is read. */
-            uint64_t off = ch->off + (uint64_t)i * ch->stride;
+            uint64_t off = rchunk_row(ch, i);
             uint32_t cidx = lane_put_result(s, l, t->idx, t->cidx, t->ticket, status, NULL, len,
                                             status == 0 ? off : NO_SHARED);
             if (status == 0)

@@ -65,6 +65,12 @@ void results_close(struct sup *s);
  * NULL: no area, rows too large, or every chunk still read. */
 struct rchunk *results_take(struct sup *s, uint32_t out_row);
 
+/* Where row i of the batch a chunk holds lies, from the start of the area. */
+static inline uint64_t rchunk_row(const struct rchunk *ch, uint32_t i)
+{
+    return ch->off + (uint64_t)i * ch->stride;
+}
+
 /* Records that the chunk holds a result of lane (generation gen) in completion slot cidx. */
 static inline void results_note(struct rchunk *ch, uint32_t lane, uint32_t gen, uint32_t cidx)
 {
