@@ -428,6 +428,14 @@ static inline int h_sup_start(struct h_sup *s, const char *tag, mode_t dir_mode,
     argv[n++] = s->name;
     argv[n++] = "--socket";
     argv[n++] = s->sock;
+    /* $OAG_TEST_DATA_THREADS=K: the whole suite again with the data plane over K threads (a
+     * test's own --data-threads, later on the line, wins). */
+    static char dt[32];
+    const char *k = getenv("OAG_TEST_DATA_THREADS");
+    if (k && *k) {
+        snprintf(dt, sizeof dt, "--data-threads=%s", k);
+        argv[n++] = dt;
+    }
     for (int i = 0; extra && extra[i] && n < 60; i++)
         argv[n++] = extra[i];
     if (cmd) {

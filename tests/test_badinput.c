@@ -313,6 +313,7 @@ enum fake_case {
     FAKE_LANE_ABI,       /* lane header abi = ABI+1 */
     FAKE_LANE_GEOM,      /* lane header sub_off moved */
     FAKE_LANE_SIZE,      /* welcome lane_size differs from the memfd */
+    FAKE_LANE_SHARD,     /* lane header names a data thread the region does not have */
     FAKE_WELCOME_ABI,    /* welcome abi = ABI+1, err 0 */
     FAKE_TWO_FDS,        /* only 2 of the 4 fds */
     FAKE_REFUSE,         /* err -EACCES with a reason */
@@ -333,6 +334,7 @@ static const struct {
     [FAKE_LANE_ABI] = { "lane ABI+1", -EPROTO, "ABI", 1 },
     [FAKE_LANE_GEOM] = { "lane geometry", -EPROTO, NULL, 0 },
     [FAKE_LANE_SIZE] = { "lane size", -EPROTO, NULL, 0 },
+    [FAKE_LANE_SHARD] = { "lane shard", -EPROTO, "thread 2 of 2", 0 },
     [FAKE_WELCOME_ABI] = { "welcome ABI+1", -EPROTO, "ABI", 1 },
     [FAKE_TWO_FDS] = { "two fds", -EPROTO, NULL, 0 },
     [FAKE_REFUSE] = { "refusal", -EACCES, "not welcome here", 0 },
@@ -400,6 +402,7 @@ static void *fake_server(void *arg)
                 r->hdr.size = rsize;
                 r->hdr.sup_pid = (uint32_t)getpid();
                 r->hdr.global_off = (uint32_t)offsetof(struct oag_region, global);
+                r->hdr.nshards = 2;
                 oag_store_relaxed_u32(&r->hdr.abi, which == FAKE_REGION_ABI ? OAG_ABI_VERSION + 1
                                                                             : OAG_ABI_VERSION);
                 oag_store_release_u32(&r->hdr.magic, which == FAKE_REGION_MAGIC
@@ -425,6 +428,7 @@ static void *fake_server(void *arg)
             lh->cmp_off = g.cmp_off;
             lh->sub_pay_off = g.sub_pay_off;
             lh->cmp_pay_off = g.cmp_pay_off;
+            lh->shard = which == FAKE_LANE_SHARD ? 2 : 1;
             munmap(lh, g.size);
         }
         struct oag_welcome w;

@@ -46,6 +46,7 @@ struct stash_ent {
 struct oag_client {
     int sock, doorbell_fd, cmp_fd;
     const struct oag_region *region;
+    const struct oag_shard_ctl *shard; /* the region line of the supervisor thread serving us */
     size_t region_size;
     const uint8_t *results;      /* the region's shared result area, or NULL */
     uint64_t results_size;
@@ -227,6 +228,12 @@ static int map_lane(oag_client *c, int fd, const struct oag_welcome *w)
         set_error("lane header is invalid (magic 0x%08x ABI %u)", c->hdr.magic, c->hdr.abi);
         return -EPROTO;
     }
+    uint32_t nshards = c->region->hdr.nshards;
+    if (nshards == 0 || nshards > OAG_MAX_SHARDS || c->hdr.shard >= nshards) {
+        set_error("lane names supervisor thread %u of %u", c->hdr.shard, nshards);
+        return -EPROTO;
+    }
+    c->shard = &c->region->shard[c->hdr.shard];
     c->state = (struct oag_latch_agent *)(c->lane + c->hdr.state_off);
     ring_lane_init(&c->sub, &c->cmp, c->lane, &c->hdr);
     /* A fresh lane starts at zero; adopt whatever the supervisor initialised. */
@@ -419,7 +426,7 @@ OAG_EXPORT void oag_close(oag_client *c)
 static void kick_supervisor(oag_client *c)
 {
     oag_fence_seqcst(); /* pairs with the supervisor's fence between its epoch store and scan */
-    uint32_t epoch = oag_load_relaxed_u32(&c->region->sup_sleeping);
+    uint32_t epoch = oag_load_relaxed_u32(&c->shard->sleeping);
     if ((epoch & 1) && epoch != c->rung_epoch) {
         uint64_t one = 1;
         c->rung_epoch = epoch;
@@ -437,9 +444,9 @@ static int check_space(oag_client *c, size_t len)
                   c->hdr.max_payload);
         return -EMSGSIZE;
     }
-    /* The supervisor's overall queue is full: refuse at once rather than queue behind it.
+    /* The queue of the supervisor thread serving us is full: refuse at once rather than queue behind it.
      * Relaxed: a hint; at worst one task more is queued or refused around the change. */
-    if (oag_load_relaxed_u32(&c->region->busy)) {
+    if (oag_load_relaxed_u32(&c->shard->busy)) {
         c->rejected++;
         return -EBUSY;
     }

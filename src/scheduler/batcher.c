@@ -50,10 +50,12 @@
 
 static uint32_t prio_of(uint8_t p) { return p < OAG_PRIORITY_LEVELS ? p : OAG_PRIORITY_LEVELS - 1; }
 
-int batcher_init(struct sup *s)
+int batcher_init(struct shard *sh)
 {
-    struct batcher *bt = &s->bat;
-    bt->pool_cap = s->cfg.max_queue;
+    struct sup *s = sh->s;
+    struct batcher *bt = &sh->bat;
+    /* --max-queue is split between the shards (each takes its lanes' tasks on its own). */
+    bt->pool_cap = (s->cfg.max_queue + s->nsh - 1) / s->nsh;
     bt->pool = calloc(bt->pool_cap, sizeof *bt->pool);
     bt->free_idx = calloc(bt->pool_cap, sizeof *bt->free_idx);
     if (!bt->pool || !bt->free_idx)
@@ -75,15 +77,19 @@ int batcher_init(struct sup *s)
     return copypool_init(&bt->copy, nt, 256 * 1024);
 }
 
-void batcher_fini(struct sup *s)
+void batcher_fini(struct shard *sh)
 {
-    copypool_fini(&s->bat.copy);
-    free(s->bat.trace);
-    free(s->bat.jobs);
-    free(s->bat.pool);
-    free(s->bat.free_idx);
-    s->bat.pool = NULL;
-    s->bat.free_idx = NULL;
+    if (!sh->bat.pool && !sh->bat.jobs)
+        return;
+    copypool_fini(&sh->bat.copy);
+    free(sh->bat.trace);
+    free(sh->bat.jobs);
+    free(sh->bat.pool);
+    free(sh->bat.free_idx);
+    sh->bat.pool = NULL;
+    sh->bat.free_idx = NULL;
+    sh->bat.jobs = NULL;
+    sh->bat.trace = NULL;
 }
 
 /* Queues one row copy for the current batch; flush_copies() runs them. */
@@ -182,11 +188,11 @@ static void lane_release_prefix(struct lane *l)
         ring_cons_release(&l->sub, n);
 }
 
-static void lane_mark_touched(struct sup *s, struct lane *l)
+static void lane_mark_touched(struct shard *sh, struct lane *l)
 {
     if (!l->touched) {
         l->touched = 1;
-        s->bat.touched[s->bat.ntouched++] = l->id;
+        sh->bat.touched[sh->bat.ntouched++] = l->id;
     }
 }
 
@@ -208,10 +214,11 @@ static uint32_t lane_reserved(struct sup *s, struct lane *l)
 /* Writes one result into the lane's completion ring (not yet published): into completion slot
  * cidx if the task has one already (rows by pointer: the engine wrote the payload there, data
  * is NULL), else into the one it is given now. */
-static uint32_t lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx, uint32_t cidx,
+static uint32_t lane_put_result(struct shard *sh, struct lane *l, uint32_t sub_idx, uint32_t cidx,
                                 uint64_t ticket, int32_t status, const void *data, uint32_t len,
                                 uint64_t shared_off)
 {
+    struct sup *s = sh->s;
     if (cidx == NIL)
         cidx = lane_assign(s, l, sub_idx);
     struct oag_slot_hdr *slot = ring_slot(&l->cmp, cidx);
@@ -227,16 +234,16 @@ static uint32_t lane_put_result(struct sup *s, struct lane *l, uint32_t sub_idx,
     memset(slot->rsvd, 0, sizeof slot->rsvd);
     slot->result_off = shared_off != NO_SHARED ? shared_off : 0;
     if (len && data)
-        add_copy(&s->bat, ring_payload(&l->cmp, cidx), data, len); /* copied before the lane
+        add_copy(&sh->bat, ring_payload(&l->cmp, cidx), data, len); /* copied before the lane
                                                                      is published */
     l->flags[cidx & l->cmp.mask] |= F_READY;
     l->tasks_done++;
-    s->tasks_done++;
+    sh->tasks_done++;
     if (status == 0)
-        s->bat.ok++;
+        sh->bat.ok++;
     else
-        s->bat.failed++;
-    lane_mark_touched(s, l);
+        sh->bat.failed++;
+    lane_mark_touched(sh, l);
     return cidx;
 }
 
@@ -254,9 +261,10 @@ static void trace_add(struct batcher *bt, uint32_t lane, uint32_t gen, uint64_t 
 #define PUB_AHEAD 8 /* lines fetched this many lanes or tasks ahead of their use */
 
 /* Publishes what was written to each touched lane, waking agents that sleep. */
-static void publish_touched(struct sup *s)
+static void publish_touched(struct shard *sh)
 {
-    struct batcher *bt = &s->bat;
+    struct sup *s = sh->s;
+    struct batcher *bt = &sh->bat;
     flush_copies(bt);
     /* Results are visible to their agents from here on: stamp the traces written since. */
     uint64_t pub = now_ns();
@@ -302,14 +310,14 @@ static void publish_touched(struct sup *s)
     /* A few wake-ups are written here (a hand-off would only add latency); a burst goes to the
      * waker thread, so the loop goes on batching while they are written. */
     bt->wakes += nwake;
-    if (nwake <= 2 || s->wakers.n == 0) {
+    if (nwake <= 2 || sh->wakers.n == 0) {
         for (uint32_t k = 0; k < nwake; k++) {
             uint64_t one = 1;
             if (write(bt->wake_fd[k], &one, sizeof one) < 0 && errno != EAGAIN)
                 log_debug("wake-up: %s", strerror(errno));
         }
     } else {
-        wakers_burst(&s->wakers, bt->wake_fd, nwake);
+        wakers_burst(&sh->wakers, bt->wake_fd, nwake);
         bt->wakes_handed += nwake;
     }
 }
@@ -329,12 +337,15 @@ static void pend_free(struct batcher *bt, uint32_t i)
 }
 
 /* Takes up to `want` new tasks from one lane into the queues. Returns the number taken. */
-static uint32_t intake_lane(struct sup *s, struct lane *l, uint32_t want, uint64_t now)
+static uint32_t intake_lane(struct shard *sh, struct lane *l, uint32_t want, uint64_t now)
 {
-    struct batcher *bt = &s->bat;
+    struct sup *s = sh->s;
+    struct batcher *bt = &sh->bat;
+    if (l->cut_why)
+        return 0; /* being cut by the main thread */
     int avail = ring_cons_avail(&l->sub);
     if (avail < 0) {
-        lane_cut(s, l, "submission ring index out of range");
+        shard_cut(sh, l, "submission ring index out of range");
         return 0;
     }
     uint32_t fresh = (uint32_t)avail - (l->intake - l->sub.mine);
@@ -343,7 +354,7 @@ static uint32_t intake_lane(struct sup *s, struct lane *l, uint32_t want, uint64
     uint32_t reserved = lane_reserved(s, l);
     int space = ring_prod_space(&l->cmp, reserved + 1);
     if (space < 0) {
-        lane_cut(s, l, "completion ring index out of range");
+        shard_cut(sh, l, "completion ring index out of range");
         return 0;
     }
     uint32_t room = (uint32_t)space > reserved ? (uint32_t)space - reserved : 0;
@@ -360,7 +371,7 @@ static uint32_t intake_lane(struct sup *s, struct lane *l, uint32_t want, uint64
         struct oag_slot_hdr h;
         memcpy(&h, ring_slot(&l->sub, idx), sizeof h); /* copy the header once; use the copy */
         if (h.len > l->hdr.max_payload) {
-            lane_cut(s, l, "task length exceeds the lane's max payload");
+            shard_cut(sh, l, "task length exceeds the lane's max payload");
             return k;
         }
         uint32_t pi = pend_alloc(bt);
@@ -392,23 +403,24 @@ static uint32_t intake_lane(struct sup *s, struct lane *l, uint32_t want, uint64
     return n;
 }
 
-static void update_busy(struct sup *s)
+static void update_busy(struct shard *sh)
 {
-    struct batcher *bt = &s->bat;
-    uint32_t busy = oag_load_relaxed_u32(&s->region->busy);
+    struct batcher *bt = &sh->bat;
+    uint32_t busy = oag_load_relaxed_u32(&sh->ctl->busy);
     if (!busy && bt->pool_used >= bt->pool_cap) {
-        oag_store_relaxed_u32(&s->region->busy, 1); /* relaxed: a hint agents poll */
+        oag_store_relaxed_u32(&sh->ctl->busy, 1); /* relaxed: a hint agents poll */
         bt->busy_events++;
     } else if (busy && bt->pool_used < bt->pool_cap - bt->pool_cap / 4) {
-        oag_store_relaxed_u32(&s->region->busy, 0);
+        oag_store_relaxed_u32(&sh->ctl->busy, 0);
     }
 }
 
-int batcher_collect(struct sup *s)
+int batcher_collect(struct shard *sh)
 {
-    struct batcher *bt = &s->bat;
+    struct sup *s = sh->s;
+    struct batcher *bt = &sh->bat;
     int total = 0;
-    if (s->nactive == 0 || !s->ready)
+    if (sh->nactive == 0 || !s->ready)
         return 0;
     /* A lane's tasks taken in one visit sit together in the queue, and so in a batch: with rows
      * by pointer they are adjacent in the lane, and the engine moves such a run as one transfer
@@ -416,7 +428,7 @@ int batcher_collect(struct sup *s)
      * where batches are large enough for that to stay fair within a few batches. */
     uint32_t quantum = s->cfg.intake_quantum;
     if (!quantum) {
-        quantum = s->cfg.max_batch / s->nactive;
+        quantum = s->cfg.max_batch / sh->nactive;
         uint32_t floor = s->cfg.max_batch >= 128 ? 32 : 8;
         if (quantum < floor)
             quantum = floor;
@@ -424,11 +436,11 @@ int batcher_collect(struct sup *s)
     uint64_t now = now_ns();
     /* Sweep until the queues are full or a whole sweep found nothing. */
     uint32_t idle = 0;
-    while (bt->pool_used < bt->pool_cap && s->nactive > 0 && idle < s->nactive) {
-        if (bt->rr >= s->nactive)
+    while (bt->pool_used < bt->pool_cap && sh->nactive > 0 && idle < sh->nactive) {
+        if (bt->rr >= sh->nactive)
             bt->rr = 0;
-        struct lane *l = &s->lanes[s->active[bt->rr]];
-        uint32_t got = intake_lane(s, l, quantum, now);
+        struct lane *l = &s->lanes[sh->active[bt->rr]];
+        uint32_t got = intake_lane(sh, l, quantum, now);
         bt->rr++;
         if (got) {
             total += (int)got;
@@ -440,14 +452,15 @@ int batcher_collect(struct sup *s)
             idle++;
         }
     }
-    update_busy(s);
+    update_busy(sh);
     return total;
 }
 
-int lanes_have_work(struct sup *s)
+int lanes_have_work(struct shard *sh)
 {
-    for (uint32_t i = 0; i < s->nactive; i++) {
-        struct lane *l = &s->lanes[s->active[i]];
+    struct sup *s = sh->s;
+    for (uint32_t i = 0; i < sh->nactive; i++) {
+        struct lane *l = &s->lanes[sh->active[i]];
         /* Pairs with the release in the agent's ring_prod_publish(). */
         if (oag_load_acquire_u32(l->sub.prod) != l->intake)
             return 1;
@@ -457,9 +470,10 @@ int lanes_have_work(struct sup *s)
 
 /* ---- deadlines ------------------------------------------------------------------------- */
 
-void batcher_expire(struct sup *s, uint64_t now)
+void batcher_expire(struct shard *sh, uint64_t now)
 {
-    struct batcher *bt = &s->bat;
+    struct sup *s = sh->s;
+    struct batcher *bt = &sh->bat;
     if (now < bt->next_deadline)
         return;
     uint64_t next = UINT64_MAX;
@@ -480,25 +494,26 @@ void batcher_expire(struct sup *s, uint64_t now)
             if (!l->in_use || l->generation != p->gen)
                 continue;
             l->flags[p->idx & l->sub.mask] |= F_TAKEN;
-            metrics_task_done(s, p->submit_ns, now, -ETIMEDOUT);
+            metrics_task_done(sh, p->submit_ns, now, -ETIMEDOUT);
             trace_add(bt, p->lane, p->gen, p->ticket, p->submit_ns, p->enq_ns, 0, 0, 0,
                       -ETIMEDOUT);
-            lane_put_result(s, l, p->idx, NIL, p->ticket, -ETIMEDOUT, NULL, 0, NO_SHARED);
+            lane_put_result(sh, l, p->idx, NIL, p->ticket, -ETIMEDOUT, NULL, 0, NO_SHARED);
             lane_release_prefix(l);
         }
     }
     bt->next_deadline = next;
-    publish_touched(s);
+    publish_touched(sh);
 }
 
 /* ---- dispatch -------------------------------------------------------------------------- */
 
-static void run_retries(struct sup *s);
+static void run_retries(struct shard *sh);
 
 /* Completes every queued task with status err (no engine can serve it). */
-static void fail_queued(struct sup *s, int err)
+static void fail_queued(struct shard *sh, int err)
 {
-    struct batcher *bt = &s->bat;
+    struct sup *s = sh->s;
+    struct batcher *bt = &sh->bat;
     for (int q = 0; q < OAG_PRIORITY_LEVELS; q++) {
         while (bt->qhead[q] != NIL) {
             uint32_t pi = bt->qhead[q];
@@ -512,14 +527,14 @@ static void fail_queued(struct sup *s, int err)
             if (!l->in_use || l->generation != p.gen)
                 continue;
             l->flags[p.idx & l->sub.mask] |= F_TAKEN;
-            metrics_task_done(s, p.submit_ns, now_ns(), err);
+            metrics_task_done(sh, p.submit_ns, now_ns(), err);
             trace_add(bt, p.lane, p.gen, p.ticket, p.submit_ns, p.enq_ns, 0, 0, 0, err);
-            lane_put_result(s, l, p.idx, NIL, p.ticket, err, NULL, 0, NO_SHARED);
+            lane_put_result(sh, l, p.idx, NIL, p.ticket, err, NULL, 0, NO_SHARED);
             lane_release_prefix(l);
         }
         bt->qtail[q] = NIL;
     }
-    publish_touched(s);
+    publish_touched(sh);
 }
 
 static uint64_t oldest_enq(struct batcher *bt)
@@ -537,9 +552,10 @@ static uint64_t oldest_enq(struct batcher *bt)
 
 /* How many tasks the next batch should take now (0: keep waiting). Sets *wake_at to when the
  * delay runs out if it returns 0 with tasks waiting. */
-static uint32_t batch_size_now(struct sup *s, uint64_t now, uint64_t *wake_at)
+static uint32_t batch_size_now(struct shard *sh, uint64_t now, uint64_t *wake_at)
 {
-    struct batcher *bt = &s->bat;
+    struct sup *s = sh->s;
+    struct batcher *bt = &sh->bat;
     uint32_t n = bt->npend;
     if (n == 0)
         return 0;
@@ -558,9 +574,10 @@ static uint32_t batch_size_now(struct sup *s, uint64_t now, uint64_t *wake_at)
 }
 
 /* Fills bs with up to n tasks, highest priority first. Returns the rows filled. */
-static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
+static uint32_t fill_batch(struct shard *sh, struct bslot *bs, uint32_t n)
 {
-    struct batcher *bt = &s->bat;
+    struct sup *s = sh->s;
+    struct batcher *bt = &sh->bat;
     uint32_t rows = 0, nrel = 0;
     uint64_t now = now_ns();
     /* What the engine may write into a row: its output row, or (identity) an input's length,
@@ -568,7 +585,7 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
     struct inst *ei = bs->inst;
     uint32_t out_row = ei->ops->out_row_bytes ? ei->ops->out_row_bytes(ei->e) : 0;
     /* Results into the shared result area when a chunk is free (rows by pointer only). */
-    struct rchunk *ch = bs->b.out_ptr ? results_take(s, out_row) : NULL;
+    struct rchunk *ch = bs->b.out_ptr ? results_take(sh, out_row) : NULL;
     bs->chunk = ch;
     for (int q = 0; q < OAG_PRIORITY_LEVELS && rows < n; q++) {
         while (rows < n && bt->qhead[q] != NIL) {
@@ -622,7 +639,7 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
                 }
             }
             bt->queue_ns += now - copy.enq_ns;
-            metrics_task_queued(s, now - copy.enq_ns);
+            metrics_task_queued(sh, now - copy.enq_ns);
             rows++;
         }
     }
@@ -643,13 +660,14 @@ static uint32_t fill_batch(struct sup *s, struct bslot *bs, uint32_t n)
 
 /* The instance to run the next batch: a free batch slot on the least loaded healthy instance
  * of the current model version. */
-static struct bslot *pick_slot(struct sup *s)
+static struct bslot *pick_slot(struct shard *sh)
 {
+    struct sup *s = sh->s;
     struct bslot *best = NULL;
     uint32_t best_load = UINT32_MAX;
     for (uint32_t i = 0; i < s->ninst; i++) {
         struct inst *in = s->inst[i];
-        if (in->retired || in->failed || in->inflight >= in->max_inflight)
+        if (in->shard != sh->id || in->retired || in->failed || in->inflight >= in->max_inflight)
             continue;
         if (in->inflight >= best_load)
             continue;
@@ -665,24 +683,24 @@ static struct bslot *pick_slot(struct sup *s)
     return best;
 }
 
-int batcher_dispatch(struct sup *s, uint64_t now, uint64_t *wake_at)
+int batcher_dispatch(struct shard *sh, uint64_t now, uint64_t *wake_at)
 {
     int started = 0;
-    if (s->bat.nretry)
-        run_retries(s);
+    if (sh->bat.nretry)
+        run_retries(sh);
     for (;;) {
-        uint32_t n = batch_size_now(s, now, wake_at);
+        uint32_t n = batch_size_now(sh, now, wake_at);
         if (n == 0)
             return started;
-        struct bslot *bs = pick_slot(s);
+        struct bslot *bs = pick_slot(sh);
         if (!bs) {
-            if (engines_usable(s))
+            if (engines_usable_shard(sh))
                 return started; /* every engine busy: tasks wait (and batch up) */
             /* No engine can run anything: fail what waits rather than let it hang. */
-            fail_queued(s, -EIO);
+            fail_queued(sh, -EIO);
             return started;
         }
-        uint32_t rows = fill_batch(s, bs, n);
+        uint32_t rows = fill_batch(sh, bs, n);
         if (rows == 0)
             continue;
         bs->b.n = rows;
@@ -695,14 +713,14 @@ int batcher_dispatch(struct sup *s, uint64_t now, uint64_t *wake_at)
             log_warn("engine %s: batch of %u could not start: %s", bs->inst->ops->name, rows,
                      strerror(-rc));
             bs->b.whole_rc = rc;
-            batcher_complete(s, &bs->b);
+            batcher_complete(sh, &bs->b);
             continue;
         }
         started++;
         if (inst_event_fd(bs->inst) < 0) {
             struct oag_batch *done;
             while ((done = inst_reap(bs->inst)) != NULL)
-                batcher_complete(s, done);
+                batcher_complete(sh, done);
         }
     }
 }
@@ -711,13 +729,14 @@ int batcher_dispatch(struct sup *s, uint64_t now, uint64_t *wake_at)
 
 /* The least loaded healthy instance other than `not` with room for a batch; *any is set if a
  * healthy one exists at all (room or not). */
-static struct inst *other_instance(struct sup *s, const struct inst *not, int *any)
+static struct inst *other_instance(struct shard *sh, const struct inst *not, int *any)
 {
+    struct sup *s = sh->s;
     struct inst *best = NULL;
     *any = 0;
     for (uint32_t i = 0; i < s->ninst; i++) {
         struct inst *in = s->inst[i];
-        if (in == not || in->retired || in->failed)
+        if (in->shard != sh->id || in == not || in->retired || in->failed)
             continue;
         *any = 1;
         if (in->inflight < in->max_inflight && (!best || in->inflight < best->inflight))
@@ -727,16 +746,16 @@ static struct inst *other_instance(struct sup *s, const struct inst *not, int *a
 }
 
 /* Runs a failed batch again on `in`. Returns 0, or -1 if it could not start. */
-static int rerun(struct sup *s, struct bslot *bs, struct inst *in)
+static int rerun(struct shard *sh, struct bslot *bs, struct inst *in)
 {
     bs->run = in;
     if (inst_submit(in, &bs->b) < 0)
         return -1;
-    s->bat.retried++;
+    sh->bat.retried++;
     if (inst_event_fd(in) < 0) { /* inline: it has finished already */
         struct oag_batch *done;
         while ((done = inst_reap(in)) != NULL)
-            batcher_complete(s, done);
+            batcher_complete(sh, done);
     }
     return 0;
 }
@@ -745,35 +764,35 @@ static int rerun(struct sup *s, struct bslot *bs, struct inst *in)
  * instance (a failing GPU's tasks go to the others), at once if one has room, else when one
  * has (batcher_dispatch runs waiting retries first). Returns 1 if the batch will come back
  * again, 0 if its tasks are to fail now (no other healthy instance, or it failed twice). */
-static int retry_elsewhere(struct sup *s, struct bslot *bs)
+static int retry_elsewhere(struct shard *sh, struct bslot *bs)
 {
     if (bs->retried)
         return 0;
     int any;
-    struct inst *in = other_instance(s, bs->run, &any);
+    struct inst *in = other_instance(sh, bs->run, &any);
     if (!any)
         return 0;
     bs->retried = 1;
     if (in)
-        return rerun(s, bs, in) == 0;
-    s->bat.retry_q[s->bat.nretry++] = bs; /* at most one entry per batch slot */
+        return rerun(sh, bs, in) == 0;
+    sh->bat.retry_q[sh->bat.nretry++] = bs; /* at most one entry per batch slot */
     return 1;
 }
 
 /* Starts waiting retries on instances with room; fails them if no healthy instance is left. */
-static void run_retries(struct sup *s)
+static void run_retries(struct shard *sh)
 {
-    struct batcher *bt = &s->bat;
+    struct batcher *bt = &sh->bat;
     while (bt->nretry) {
         struct bslot *bs = bt->retry_q[0];
         int any;
-        struct inst *in = other_instance(s, bs->run, &any);
+        struct inst *in = other_instance(sh, bs->run, &any);
         if (any && !in)
             return; /* wait for room */
         memmove(bt->retry_q, bt->retry_q + 1, --bt->nretry * sizeof bt->retry_q[0]);
-        if (!in || rerun(s, bs, in) < 0) {
+        if (!in || rerun(sh, bs, in) < 0) {
             bs->b.whole_rc = -EIO;
-            batcher_complete(s, &bs->b); /* retried is set: its tasks fail now */
+            batcher_complete(sh, &bs->b); /* retried is set: its tasks fail now */
         }
     }
 }
@@ -785,9 +804,10 @@ static inline void prefetch_result_slot(struct sup *s, const struct task *t)
         oag_prefetch_w(ring_slot(&l->cmp, t->cidx));
 }
 
-void batcher_complete(struct sup *s, struct oag_batch *b)
+void batcher_complete(struct shard *sh, struct oag_batch *b)
 {
-    struct batcher *bt = &s->bat;
+    struct sup *s = sh->s;
+    struct batcher *bt = &sh->bat;
     struct bslot *bs = b->user;
     struct inst *run = bs->run ? bs->run : bs->inst;
     uint64_t done_ns = now_ns();
@@ -804,7 +824,7 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
             log_err("engine %s (device %d) failed %u batches in a row: out of rotation until "
                     "it is re-created", run->ops->name, run->device, run->consec_errors);
         }
-        if (retry_elsewhere(s, bs))
+        if (retry_elsewhere(sh, bs))
             return;
     } else {
         run->consec_errors = 0;
@@ -848,20 +868,20 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
             status = -EMSGSIZE;
             len = 0;
         }
-        metrics_task_done(s, t->submit_ns, done_ns, status);
+        metrics_task_done(sh, t->submit_ns, done_ns, status);
         trace_add(bt, t->lane, t->gen, t->ticket, t->submit_ns, t->enq_ns, bs->start_ns, done_ns,
                   n, status);
         if (ch) {
             /* In the chunk: the header points there; the chunk is held until it is read. */
             uint64_t off = rchunk_row(ch, i);
-            uint32_t cidx = lane_put_result(s, l, t->idx, t->cidx, t->ticket, status, NULL, len,
+            uint32_t cidx = lane_put_result(sh, l, t->idx, t->cidx, t->ticket, status, NULL, len,
                                             status == 0 ? off : NO_SHARED);
             if (status == 0)
                 results_note(ch, t->lane, t->gen, cidx);
         } else if (mem) {
-            lane_put_result(s, l, t->idx, t->cidx, t->ticket, status, NULL, len, NO_SHARED);
+            lane_put_result(sh, l, t->idx, t->cidx, t->ticket, status, NULL, len, NO_SHARED);
         } else {
-            lane_put_result(s, l, t->idx, NIL, t->ticket, status,
+            lane_put_result(sh, l, t->idx, NIL, t->ticket, status,
                             b->out + (size_t)i * b->out_stride, len, NO_SHARED);
         }
     }
@@ -869,24 +889,25 @@ void batcher_complete(struct sup *s, struct oag_batch *b)
         ch->busy = 0; /* back in the pool once every result recorded is handed back */
         bs->chunk = NULL;
         if (b->whole_rc == 0)
-            s->res.batches++;
+            sh->res_batches++;
     }
     for (uint32_t k = 0; k < nrel; k++) {
         struct lane *l = &s->lanes[bt->released[k]];
         l->release_mark = 0;
         lane_release_prefix(l);
     }
-    metrics_batch(s, n);
+    metrics_batch(sh, n);
     bt->batches++;
     bt->tasks_total += n;
-    publish_touched(s); /* runs the result copies out of bs: only then is bs free */
+    publish_touched(sh); /* runs the result copies out of bs: only then is bs free */
     bs->busy = 0;
 }
 
-int batcher_busy(struct sup *s)
+int batcher_busy(struct shard *sh)
 {
+    struct sup *s = sh->s;
     for (uint32_t k = 0; k < s->nslots; k++)
-        if (s->slots[k]->busy)
+        if (s->slots[k]->inst->shard == sh->id && s->slots[k]->busy)
             return 1;
-    return s->bat.npend > 0;
+    return sh->bat.npend > 0;
 }

@@ -446,7 +446,7 @@ enum {
     O_RDELAY, O_RMAX, O_RBURST, O_RWINDOW, O_STOP, O_ALLOW_UID, O_ALLOW_GID, O_SOCK_MODE,
     O_LOG_DIR, O_LOG_MAX, O_LOG_KEEP, O_EXIT_FLEET, O_GPUS, O_THREADS, O_PREFERRED, O_MAX_QUEUE,
     O_IN_ORDER, O_COPY_THREADS, O_METRICS, O_COPY_ROWS, O_INSTANCES, O_AGENT_NICE, O_WAKERS,
-    O_QUANTUM, O_SHARED_RESULTS,
+    O_QUANTUM, O_SHARED_RESULTS, O_DATA_THREADS,
     O_LISTEN, O_ADVERTISE, O_CURVE_SECRET, O_CURVE_ALLOWED, O_ETCD, O_ETCD_PREFIX, O_ETCD_TTL,
     O_FORWARD, O_NET_LANES, O_NET_BATCH_MAX, O_NET_BATCH_DELAY, O_NET_WINDOW, O_NET_FRAME_MAX, O_NET_HWM,
 };
@@ -504,6 +504,12 @@ static const struct opt opts[] = {
     { "copy-threads", O_COPY_THREADS, "N", set_int, 0, 64, OFF(copy_threads), 0,
       "threads that help copy rows of large batches (default: a\n"
       "quarter of the cores, at most 8, none below 8 cores)" },
+    { "data-threads", O_DATA_THREADS, "K", set_int, 1, OAG_MAX_SHARDS, OFF(data_threads), 0,
+      "threads serving the lanes (default 1): agents are spread over\n"
+      "K shards at attach, each with its own batcher, engine instances\n"
+      "(one per GPU each, or --instances), wake-up threads and share\n"
+      "of --max-queue and of --shared-results; for fleets whose\n"
+      "tasks/s one thread cannot take in" },
     { "waker-threads", O_WAKERS, "N", set_int, 0, WAKERS_MAX, OFF(waker_threads), 0,
       "threads that write agents' wake-ups in bursts (default: one\n"
       "per 4 cores, 1..4; 0: the loop writes them)" },
@@ -819,6 +825,7 @@ void config_defaults(struct sup_config *c)
     c->max_queue = 4096;
     c->copy_threads = -1;
     c->waker_threads = -1;
+    c->data_threads = 1;
     c->instances = 1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     c->threads = ncpu >= 8 ? (int)(ncpu / 4) : 1; /* BLAS threads for the cpu engine */
@@ -886,7 +893,11 @@ static int check_all(struct parse *p)
                     c->preferred[i], c->max_batch);
             return -EINVAL;
         }
-    if (c->max_queue < c->max_batch)
+    if (c->max_queue < (uint64_t)c->max_batch * (uint32_t)c->data_threads)
+        fprintf(stderr, "oag-supervisor: warning: --max-queue %u split over %d data threads "
+                        "holds fewer tasks per thread than --max-batch %u\n", c->max_queue,
+                c->data_threads, c->max_batch);
+    else if (c->max_queue < c->max_batch)
         fprintf(stderr, "oag-supervisor: warning: --max-queue %u is smaller than --max-batch %u: "
                         "batches will hold at most %u tasks\n", c->max_queue, c->max_batch,
                 c->max_queue);

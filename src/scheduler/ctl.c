@@ -95,6 +95,8 @@ static long heartbeat_age_ms(struct lane *l, uint64_t now, uint64_t *submitted,
 
 static void status(struct sup *s, struct out *o, int json)
 {
+    struct shard_totals T;
+    shards_totals(s, &T);
     uint64_t now = now_ns();
     double up = (double)(now - s->start_ns) / 1e9;
     if (json) {
@@ -110,28 +112,28 @@ static void status(struct sup *s, struct out *o, int json)
                 "\"copy_rows\":%s,\"wakes\":%llu,\"wakes_by_thread\":%llu,"
                 "\"batches_retried\":%llu,\"waker_threads\":%d,\"agent_nice\":%d,"
                 "\"intake_quantum\":%u,\"shared_results\":%u,\"shared_result_batches\":%llu,"
-                "\"shared_result_fallbacks\":%llu,\"agents\":[",
-             (int)getpid(), s->cfg.name, s->engine_ops->name, up, (unsigned long long)s->tasks_done,
-             (unsigned long long)s->bat.batches, (unsigned long long)s->bat.dropped,
-             (unsigned long long)s->bat.timed_out, (unsigned long long)s->cut_offs,
+                "\"shared_result_fallbacks\":%llu,\"data_threads\":%u,\"agents\":[",
+             (int)getpid(), s->cfg.name, s->engine_ops->name, up, (unsigned long long)T.tasks_done,
+             (unsigned long long)T.batches, (unsigned long long)T.dropped,
+             (unsigned long long)T.timed_out, (unsigned long long)s->cut_offs,
              (unsigned long long)s->refused, s->nactive,
              s->fleet_size, s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_payload,
              s->cfg.ring_slots, s->draining ? "true" : "false", s->ninst, s->model_name,
              s->model_version, s->ready ? "true" : "false", s->reloading ? "true" : "false",
-             s->cfg.max_queue, s->bat.npend,
-             s->cfg.in_order ? "true" : "false", (unsigned long long)s->bat.ok,
-             (unsigned long long)s->bat.failed, (unsigned long long)s->bat.engine_errors,
-             (unsigned long long)s->bat.busy_events, s->cfg.copy_rows ? "true" : "false",
-             (unsigned long long)s->bat.wakes, (unsigned long long)s->bat.wakes_handed,
-             (unsigned long long)s->bat.retried, s->wakers.n, s->cfg.agent_nice,
-             s->cfg.intake_quantum, s->res.n, (unsigned long long)s->res.batches,
-             (unsigned long long)s->res.fallbacks);
+             s->cfg.max_queue, T.npend,
+             s->cfg.in_order ? "true" : "false", (unsigned long long)T.ok,
+             (unsigned long long)T.failed, (unsigned long long)T.engine_errors,
+             (unsigned long long)T.busy_events, s->cfg.copy_rows ? "true" : "false",
+             (unsigned long long)T.wakes, (unsigned long long)T.wakes_handed,
+             (unsigned long long)T.retried, T.wakers, s->cfg.agent_nice,
+             s->cfg.intake_quantum, s->res.n, (unsigned long long)T.res_batches,
+             (unsigned long long)T.res_fallbacks, s->nsh);
     } else {
         outf(o, "supervisor pid %d name %s engine %s up %.1fs tasks %llu batches %llu "
                 "(avg %.1f) lanes %u fleet %d\n",
-             (int)getpid(), s->cfg.name, s->engine_ops->name, up, (unsigned long long)s->tasks_done,
-             (unsigned long long)s->bat.batches,
-             s->bat.batches ? (double)s->bat.tasks_total / (double)s->bat.batches : 0.0,
+             (int)getpid(), s->cfg.name, s->engine_ops->name, up, (unsigned long long)T.tasks_done,
+             (unsigned long long)T.batches,
+             T.batches ? (double)T.tasks_total / (double)T.batches : 0.0,
              s->nactive, s->fleet_size);
         outf(o, "engine %s x%u, model %s (version %u), %s; lanes: max-payload %u ring-slots %u\n",
              s->engine_ops->name, s->ninst, s->model_name[0] ? s->model_name : "-",
@@ -139,13 +141,13 @@ static void status(struct sup *s, struct out *o, int json)
              s->ready ? (s->reloading ? "ready, reloading" : "ready") : "warming up",
              s->cfg.max_payload, s->cfg.ring_slots);
         outf(o, "wake-ups %llu (%llu by %d waker threads); agents at nice +%d\n",
-             (unsigned long long)s->bat.wakes, (unsigned long long)s->bat.wakes_handed,
-             s->wakers.n, s->cfg.agent_nice);
+             (unsigned long long)T.wakes, (unsigned long long)T.wakes_handed,
+             T.wakers, s->cfg.agent_nice);
         if (s->res.n)
             outf(o, "shared results: %u chunks of %llu KB; batches %llu there, %llu found every "
                     "chunk still read (results into the lanes)\n", s->res.n,
                  (unsigned long long)(s->res.chunk_bytes >> 10),
-                 (unsigned long long)s->res.batches, (unsigned long long)s->res.fallbacks);
+                 (unsigned long long)T.res_batches, (unsigned long long)T.res_fallbacks);
         else
             outf(o, "shared results: off\n");
         char quantum[16] = "auto";
@@ -154,15 +156,23 @@ static void status(struct sup *s, struct out *o, int json)
         outf(o, "batcher max-batch %u max-delay-us %u max-queue %u intake-quantum %s%s; "
                 "queued %u; avg queue %.1f us, avg compute %.1f us per batch\n",
              s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_queue, quantum,
-             s->cfg.in_order ? " in-order" : "", s->bat.npend,
-             s->bat.tasks_total ? (double)s->bat.queue_ns / 1e3 / (double)s->bat.tasks_total : 0.0,
-             s->bat.batches ? (double)s->bat.compute_ns / 1e3 / (double)s->bat.batches : 0.0);
+             s->cfg.in_order ? " in-order" : "", T.npend,
+             T.tasks_total ? (double)T.queue_ns / 1e3 / (double)T.tasks_total : 0.0,
+             T.batches ? (double)T.compute_ns / 1e3 / (double)T.batches : 0.0);
+        if (s->nsh > 1) {
+            outf(o, "data threads %u:", s->nsh);
+            for (uint32_t k = 0; k < s->nsh; k++)
+                outf(o, "%s %u lanes, %llu tasks, %u queued%s", k ? ";" : "", s->sh[k].nactive,
+                     (unsigned long long)s->sh[k].tasks_done, s->sh[k].bat.npend,
+                     oag_load_relaxed_u32(&s->sh[k].ctl->busy) ? " (busy)" : "");
+            outf(o, "\n");
+        }
         outf(o, "tasks ok %llu, failed %llu (timed out %llu), engine errors %llu, busy events %llu; "
                 "lanes cut off %llu, connections refused %llu, results dropped %llu\n",
-             (unsigned long long)s->bat.ok, (unsigned long long)s->bat.failed,
-             (unsigned long long)s->bat.timed_out, (unsigned long long)s->bat.engine_errors,
-             (unsigned long long)s->bat.busy_events, (unsigned long long)s->cut_offs,
-             (unsigned long long)s->refused, (unsigned long long)s->bat.dropped);
+             (unsigned long long)T.ok, (unsigned long long)T.failed,
+             (unsigned long long)T.timed_out, (unsigned long long)T.engine_errors,
+             (unsigned long long)T.busy_events, (unsigned long long)s->cut_offs,
+             (unsigned long long)s->refused, (unsigned long long)T.dropped);
         outf(o, "%-6s %-8s %-9s %-8s %-12s %-5s %s\n", "ID", "PID", "STATE", "RESTARTS", "TASKS",
              "GEN", "SEEN");
     }
@@ -181,10 +191,10 @@ static void status(struct sup *s, struct out *o, int json)
         if (json)
             outf(o, "%s{\"id\":%d,\"pid\":%d,\"state\":\"%s\",\"restarts\":%u,\"tasks\":%llu,"
                     "\"generation\":%u,\"attached\":%s,\"heartbeat_age_ms\":%ld,"
-                    "\"agent_submitted\":%llu,\"agent_completed\":%llu}",
+                    "\"agent_submitted\":%llu,\"agent_completed\":%llu,\"shard\":%d}",
                  first ? "" : ",", a->id, (int)a->pid, st, a->restarts,
                  (unsigned long long)tasks, gen, l ? "true" : "false", seen,
-                 (unsigned long long)sub, (unsigned long long)cmpl);
+                 (unsigned long long)sub, (unsigned long long)cmpl, l ? (int)l->shard : -1);
         else
             outf(o, "%-6d %-8d %-9s %-8u %-12llu %-5u %s\n", a->id, (int)a->pid, st, a->restarts,
                  (unsigned long long)tasks, gen, seen < 0 ? "-" : seen < 1000 ? "now" : "stale");
@@ -197,15 +207,25 @@ static void status(struct sup *s, struct out *o, int json)
             continue;
         if (json)
             outf(o, "%s{\"id\":%u,\"pid\":%d,\"state\":\"detached\",\"restarts\":0,"
-                    "\"tasks\":%llu,\"generation\":%u,\"attached\":true}",
+                    "\"tasks\":%llu,\"generation\":%u,\"attached\":true,\"shard\":%u}",
                  first ? "" : ",", l->id, (int)l->peer_pid, (unsigned long long)l->tasks_done,
-                 l->generation);
+                 l->generation, l->shard);
         else
             outf(o, "%-6u %-8d %-9s %-8u %-12llu %u\n", l->id, (int)l->peer_pid, "detached", 0u,
                  (unsigned long long)l->tasks_done, l->generation);
         first = 0;
     }
     if (json) {
+        outf(o, "],\"shards\":[");
+        for (uint32_t k = 0; k < s->nsh; k++) {
+            const struct shard *sh = &s->sh[k];
+            outf(o, "%s{\"id\":%u,\"lanes\":%u,\"tasks_done\":%llu,\"batches\":%llu,"
+                    "\"queued\":%u,\"queue_cap\":%u,\"busy\":%s,\"shared_result_batches\":%llu}",
+                 k ? "," : "", k, sh->nactive, (unsigned long long)sh->tasks_done,
+                 (unsigned long long)sh->bat.batches, sh->bat.npend, sh->bat.pool_cap,
+                 oag_load_relaxed_u32(&sh->ctl->busy) ? "true" : "false",
+                 (unsigned long long)sh->res_batches);
+        }
         outf(o, "],\"engines\":[");
         for (uint32_t i = 0; i < s->ninst; i++) {
             struct inst *in = s->inst[i];
@@ -219,17 +239,19 @@ static void status(struct sup *s, struct out *o, int json)
             }
             outf(o, "%s{\"backend\":\"%s\",\"device\":%d,\"model_version\":%u,"
                     "\"retired\":%s,\"inflight\":%u,\"batches\":%llu,\"rows\":%llu,"
-                    "\"busy_s\":%.6f,\"errors\":%llu,\"instance\":%d,\"failed\":%s}",
+                    "\"busy_s\":%.6f,\"errors\":%llu,\"instance\":%d,\"failed\":%s,"
+                    "\"shard\":%u}",
                  i ? "," : "", in->ops->name, in->device, in->model_version,
                  in->retired ? "true" : "false", in->inflight, (unsigned long long)in->batches,
                  (unsigned long long)in->rows, (double)busy / 1e9,
-                 (unsigned long long)in->errors, in->ordinal, in->failed ? "true" : "false");
+                 (unsigned long long)in->errors, in->ordinal, in->failed ? "true" : "false",
+                 in->shard);
         }
         outf(o, "],\"preferred_batch\":[");
         for (uint32_t i = 0; i < s->cfg.npreferred; i++)
             outf(o, "%s%u", i ? "," : "", s->cfg.preferred[i]);
-        outf(o, "],\"queue_s\":%.6f,\"compute_s\":%.6f}\n", (double)s->bat.queue_ns / 1e9,
-             (double)s->bat.compute_ns / 1e9);
+        outf(o, "],\"queue_s\":%.6f,\"compute_s\":%.6f}\n", (double)T.queue_ns / 1e9,
+             (double)T.compute_ns / 1e9);
     }
 }
 
@@ -258,18 +280,21 @@ static int cmp_slowest(const void *a, const void *b)
  * submit -> taken into the queue -> batch started -> engine done -> result published. */
 static void trace_cmd(struct sup *s, struct out *o, int n, int json)
 {
-    struct batcher *bt = &s->bat;
-    uint64_t have = bt->trace_unpub < TRACE_CAP ? bt->trace_unpub : TRACE_CAP;
-    struct trace_rec *v = malloc((have ? have : 1) * sizeof *v);
+    /* Each shard keeps its own last TRACE_CAP (the world is stopped: ctl runs on main). */
+    struct trace_rec *v = malloc((size_t)s->nsh * TRACE_CAP * sizeof *v);
     if (!v) {
         outf(o, "trace: out of memory\n");
         return;
     }
     uint32_t k = 0;
-    for (uint64_t i = bt->trace_unpub - have; i < bt->trace_unpub; i++) {
-        const struct trace_rec *r = &bt->trace[i % TRACE_CAP];
-        if (r->pub_ns >= r->submit_ns)
-            v[k++] = *r;
+    for (uint32_t j = 0; j < s->nsh; j++) {
+        const struct batcher *bt = &s->sh[j].bat;
+        uint64_t have = bt->trace_unpub < TRACE_CAP ? bt->trace_unpub : TRACE_CAP;
+        for (uint64_t i = bt->trace_unpub - have; i < bt->trace_unpub; i++) {
+            const struct trace_rec *r = &bt->trace[i % TRACE_CAP];
+            if (r->pub_ns >= r->submit_ns)
+                v[k++] = *r;
+        }
     }
     qsort(v, k, sizeof *v, cmp_slowest);
     if ((uint32_t)n > k)

@@ -22,7 +22,7 @@
 #include "sup.h"
 
 struct loaded {
-    struct inst *inst[SUP_MAX_GPUS];
+    struct inst *inst[SUP_MAX_INST / 2];
     uint32_t n;
     struct oag_model *model;
     char name[64];
@@ -144,26 +144,42 @@ static int build(struct sup *s, const struct oag_engine_ops *ops, const char *mo
         .threads = s->cfg.threads,
     };
     rc = 0;
-    for (int i = 0; i < ndev; i++) {
-        p.device = devs[i];
-        struct inst *in;
-        rc = inst_create(&in, ops, &p, out->model, !strcmp(ops->name, "cpu"));
-        if (rc == 0)
-            in->ordinal = i;
-        if (rc == -ENODEV && is_gpu && s->cfg.ngpus == 0 && out->n > 0) {
-            rc = 0; /* past the last device */
-            break;
-        }
-        if (rc) {
-            snprintf(msg, msglen, "engine %s (device %d): %s", ops->name, devs[i], strerror(-rc));
-            break;
-        }
-        out->inst[out->n++] = in;
-        rc = warm_up(s, in, out->model);
-        if (rc) {
-            snprintf(msg, msglen, "engine %s (device %d): warm-up failed: %s", ops->name, devs[i],
-                     strerror(-rc));
-            break;
+    /* One instance per device for each shard: a shard's batches never wait on another
+     * thread's instance (on one GPU, K instances are K sets of streams, graphs and weights). */
+    uint32_t nsh = s->nsh ? s->nsh : 1;
+    int past_end = 0;
+    for (int i = 0; i < ndev && !past_end && !rc; i++) {
+        for (uint32_t k = 0; k < nsh; k++) {
+            if (out->n == SUP_MAX_INST / 2) {
+                snprintf(msg, msglen, "more than %u engine instances (devices x --data-threads)",
+                         SUP_MAX_INST / 2);
+                rc = -E2BIG;
+                break;
+            }
+            p.device = devs[i];
+            struct inst *in;
+            rc = inst_create(&in, ops, &p, out->model, !strcmp(ops->name, "cpu"));
+            if (rc == 0) {
+                in->ordinal = i;
+                in->shard = k;
+            }
+            if (rc == -ENODEV && is_gpu && s->cfg.ngpus == 0 && out->n > 0 && k == 0) {
+                rc = 0; /* past the last device */
+                past_end = 1;
+                break;
+            }
+            if (rc) {
+                snprintf(msg, msglen, "engine %s (device %d): %s", ops->name, devs[i],
+                         strerror(-rc));
+                break;
+            }
+            out->inst[out->n++] = in;
+            rc = warm_up(s, in, out->model);
+            if (rc) {
+                snprintf(msg, msglen, "engine %s (device %d): warm-up failed: %s", ops->name,
+                         devs[i], strerror(-rc));
+                break;
+            }
         }
     }
     if (rc) {
@@ -200,7 +216,7 @@ static int adopt(struct sup *s, struct loaded *ld)
         in->created_ns = now_ns();
         s->inst[s->ninst++] = in;
         int fd = inst_event_fd(in);
-        if (fd >= 0)
+        if (fd >= 0 && in->shard == 0) /* other shards' threads poll their own */
             loop_arm_poll(s, fd, ud_make(UD_ENGINE, 0, s->ninst - 1), POLLIN);
     }
     snprintf(s->model_name, sizeof s->model_name, "%s", ld->name);
@@ -252,7 +268,7 @@ int engines_start(struct sup *s)
     return 0;
 }
 
-/* Destroys retired instances that have nothing in flight. */
+/* Destroys retired instances that have nothing in flight (world stopped). */
 static void reap_retired(struct sup *s)
 {
     for (uint32_t i = 0; i < s->ninst;) {
@@ -262,7 +278,7 @@ static void reap_retired(struct sup *s)
             continue;
         }
         int fd = inst_event_fd(in);
-        if (fd >= 0)
+        if (fd >= 0 && in->shard == 0)
             loop_cancel(s, ud_make(UD_ENGINE, 0, i));
         for (uint32_t k = 0; k < s->nslots;) {
             if (s->slots[k]->inst == in) {
@@ -279,7 +295,7 @@ static void reap_retired(struct sup *s)
         if (i != last) {
             s->inst[i] = s->inst[last];
             int lfd = inst_event_fd(s->inst[i]);
-            if (lfd >= 0) {
+            if (lfd >= 0 && s->inst[i]->shard == 0) {
                 loop_cancel(s, ud_make(UD_ENGINE, 0, last));
                 loop_arm_poll(s, lfd, ud_make(UD_ENGINE, 0, i), POLLIN);
             }
@@ -288,6 +304,13 @@ static void reap_retired(struct sup *s)
     }
 }
 
+void engines_reap_retired(struct sup *s)
+{
+    reap_retired(s);
+}
+
+/* Main thread: instance idx (shard 0's, or any once the shard threads are gone) has finished
+ * batches. */
 void engines_event(struct sup *s, uint32_t idx)
 {
     if (idx >= s->ninst)
@@ -295,11 +318,39 @@ void engines_event(struct sup *s, uint32_t idx)
     struct inst *in = s->inst[idx];
     struct oag_batch *b;
     while ((b = inst_reap(in)) != NULL)
-        batcher_complete(s, b);
+        batcher_complete(&s->sh[in->shard], b);
     int fd = inst_event_fd(in);
-    if (fd >= 0)
+    if (fd >= 0 && in->shard == 0)
         loop_arm_poll(s, fd, ud_make(UD_ENGINE, 0, idx), POLLIN);
-    reap_retired(s);
+    if (in->retired && !in->inflight) {
+        world_stop(s);
+        reap_retired(s);
+        world_start(s);
+    }
+}
+
+int engines_reap_shard(struct shard *sh)
+{
+    struct sup *s = sh->s;
+    int n = 0, idle_retired = 0;
+    for (uint32_t i = 0; i < s->ninst; i++) {
+        struct inst *in = s->inst[i];
+        if (in->shard != sh->id || !in->inflight)
+            continue;
+        struct oag_batch *b;
+        while ((b = inst_reap(in)) != NULL) {
+            batcher_complete(sh, b);
+            n++;
+        }
+        idle_retired |= in->retired && !in->inflight;
+    }
+    if (idle_retired) { /* main destroys it (the instance array is main's to change) */
+        oag_store_release_u32(&sh->want_main, 1);
+        uint64_t one = 1;
+        if (write(s->kick_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+            log_debug("kick: %s", strerror(errno));
+    }
+    return n;
 }
 
 int engines_host_register(struct sup *s, void *p, size_t len)
@@ -312,6 +363,15 @@ int engines_host_register(struct sup *s, void *p, size_t len)
         if (!s->inst[i]->retired && !s->inst[i]->failed)
             return ops->host_register(s->inst[i]->e, p, len);
     return -ENODEV;
+}
+
+int engines_usable_shard(struct shard *sh)
+{
+    struct sup *s = sh->s;
+    for (uint32_t i = 0; i < s->ninst; i++)
+        if (s->inst[i]->shard == sh->id && !s->inst[i]->retired && !s->inst[i]->failed)
+            return 1;
+    return 0;
 }
 
 int engines_usable(struct sup *s)
@@ -348,6 +408,7 @@ void engines_recover(struct sup *s, uint64_t now)
         }
         in->model_version = old->model_version;
         in->ordinal = old->ordinal;
+        in->shard = old->shard;
         in->created_ns = now;
         if (now - old->created_ns < 10000000000ull)
             in->backoff_ns = old->backoff_ns ? (old->backoff_ns * 2 < 60000000000ull
@@ -367,12 +428,12 @@ void engines_recover(struct sup *s, uint64_t now)
                 k++;
         }
         int ofd = inst_event_fd(old);
-        if (ofd >= 0)
+        if (ofd >= 0 && old->shard == 0)
             loop_cancel(s, ud_make(UD_ENGINE, 0, i));
         inst_destroy(old);
         s->inst[i] = in;
         int fd = inst_event_fd(in);
-        if (fd >= 0)
+        if (fd >= 0 && in->shard == 0)
             loop_arm_poll(s, fd, ud_make(UD_ENGINE, 0, i), POLLIN);
         log_info("engine %s (device %d) re-created and back in rotation", in->ops->name,
                  in->device);

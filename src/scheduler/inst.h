@@ -34,6 +34,8 @@ struct inst {
     int threaded_req;
     int delay_us;               /* test builds: extra time per batch (OAG_FAULT_ENGINE_DELAY_US) */
     int ordinal;                /* position among its backend's instances (0 = first device) */
+    uint32_t shard;             /* the shard (data-plane thread) that feeds it: only that thread
+                                   submits to and reaps it */
     uint64_t batches, rows, busy_ns, errors;
     uint64_t busy_since;        /* async: when inflight last went from 0 to 1 */
     /* worker thread for synchronous backends */

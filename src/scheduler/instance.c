@@ -206,7 +206,10 @@ static int open_region(struct sup *s)
     r->hdr.start_ns = s->start_ns;
     r->hdr.results_off = results_size ? results_off : 0;
     r->hdr.results_size = results_size;
-    oag_store_relaxed_u32(&r->sup_sleeping, 0);
+    r->hdr.nshards = s->cfg.data_threads >= 1 && s->cfg.data_threads <= (int)OAG_MAX_SHARDS
+                         ? (uint32_t)s->cfg.data_threads : 1;
+    for (uint32_t i = 0; i < OAG_MAX_SHARDS; i++)
+        oag_store_relaxed_u32(&r->shard[i].sleeping, 0);
     instance_publish(s, 0);
     oag_store_relaxed_u32(&r->hdr.abi, OAG_ABI_VERSION);
     /* Last, with release: pairs with the acquire in the agent's map_region(). */
@@ -221,13 +224,6 @@ int instance_open(struct sup *s)
         rc = open_socket(s);
     if (rc == 0)
         rc = open_region(s);
-    if (rc == 0) {
-        s->doorbell_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (s->doorbell_fd < 0) {
-            rc = -errno;
-            log_err("cannot create the doorbell eventfd: %s", strerror(-rc));
-        }
-    }
     return rc;
 }
 
@@ -249,13 +245,11 @@ void instance_close(struct sup *s)
     }
     if (s->region_ro_fd >= 0)
         close(s->region_ro_fd);
-    if (s->doorbell_fd >= 0)
-        close(s->doorbell_fd);
     if (s->lock_fd >= 0) {
         unlink(s->lock_path);
         close(s->lock_fd);
     }
-    s->region_ro_fd = s->doorbell_fd = s->lock_fd = -1;
+    s->region_ro_fd = s->lock_fd = -1;
 }
 
 void instance_publish(struct sup *s, int ready)
@@ -263,7 +257,9 @@ void instance_publish(struct sup *s, int ready)
     struct oag_global_state g;
     memset(&g, 0, sizeof g);
     g.generation = ++s->generation;
-    g.tasks_done = s->tasks_done;
+    struct shard_totals t;
+    shards_totals(s, &t); /* world stopped, or before the shard threads run */
+    g.tasks_done = t.tasks_done;
     g.sup_pid = (uint32_t)getpid();
     g.max_payload = s->cfg.max_payload;
     g.max_batch = s->cfg.max_batch;

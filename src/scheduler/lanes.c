@@ -227,6 +227,7 @@ static int lane_create(struct sup *s, struct lane *l, int *fd_out)
     h->cmp_off = g.cmp_off;
     h->sub_pay_off = g.sub_pay_off;
     h->cmp_pay_off = g.cmp_pay_off;
+    h->shard = l->shard;
     memcpy(p, h, sizeof *h); /* the fd is not shared yet: no ordering needed */
     ring_lane_init(&l->sub, &l->cmp, l->map, h);
     l->flags = calloc(g.sub_slots > g.cmp_slots ? g.sub_slots : g.cmp_slots, 1);
@@ -251,6 +252,7 @@ static int lane_create(struct sup *s, struct lane *l, int *fd_out)
     return 0;
 }
 
+/* World stopped (the lane's shard may be another thread's). */
 static void lane_release(struct sup *s, struct lane *l)
 {
     if (!l->in_use)
@@ -258,9 +260,14 @@ static void lane_release(struct sup *s, struct lane *l)
     uint32_t last = s->active[--s->nactive];
     s->active[l->active_idx] = last;
     s->lanes[last].active_idx = l->active_idx;
+    struct shard *sh = &s->sh[l->shard];
+    last = sh->active[--sh->nactive];
+    sh->active[l->shard_idx] = last;
+    s->lanes[last].shard_idx = l->shard_idx;
     lane_mem_put(s, l->mem); /* unmapped now, or when the engine gives its last row back */
     l->mem = NULL;
-    wakers_close(&s->wakers, l->cmp_efd); /* after any wake-up still queued for it */
+    wakers_close(&sh->wakers, l->cmp_efd); /* after any wake-up still queued for it */
+    l->cut_why = NULL;
     free(l->flags);
     l->flags = NULL;
     l->map = NULL;
@@ -290,6 +297,8 @@ static void hello_agent(struct sup *s, int idx, const struct oag_hello *h)
     struct lane *l = &s->lanes[id];
     int lane_fd = -1;
     l->id = (uint32_t)id;
+    struct shard *sh = shard_pick(s);
+    l->shard = sh->id;
     int rc = lane_create(s, l, &lane_fd);
     if (rc) {
         log_err("cannot create lane %d: %s", id, strerror(-rc));
@@ -305,6 +314,9 @@ static void hello_agent(struct sup *s, int idx, const struct oag_hello *h)
     l->agent_id = h->agent_id;
     l->active_idx = (int)s->nactive;
     s->active[s->nactive++] = (uint32_t)id;
+    l->cut_why = NULL;
+    l->shard_idx = (int)sh->nactive;
+    sh->active[sh->nactive++] = (uint32_t)id; /* world stopped: ctl events are (loop.c) */
     c->kind = CONN_AGENT;
     c->lane = id;
 
@@ -317,7 +329,7 @@ static void hello_agent(struct sup *s, int idx, const struct oag_hello *h)
     w.generation = l->generation;
     w.lane_size = l->size;
     w.region_size = s->region_size;
-    int fds[OAG_WELCOME_FDS] = { s->region_ro_fd, lane_fd, s->doorbell_fd, l->cmp_efd };
+    int fds[OAG_WELCOME_FDS] = { s->region_ro_fd, lane_fd, sh->doorbell_fd, l->cmp_efd };
     union {
         char buf[CMSG_SPACE(sizeof fds)];
         struct cmsghdr align;
@@ -358,7 +370,9 @@ void lane_cut(struct sup *s, struct lane *l, const char *why)
         log_debug("agent %u (pid %d) detached", l->id, (int)l->peer_pid);
     }
     int idx = l->conn;
+    world_stop(s); /* usually stopped already (control events); not when shard 0 cuts */
     lane_release(s, l);
+    world_start(s);
     conn_close(s, idx);
 }
 

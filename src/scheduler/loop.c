@@ -18,6 +18,9 @@
  *
  * Either the scan sees the agent's task or the agent sees the odd epoch and rings. Each agent
  * rings at most once per sleep, so a burst of submissions costs one eventfd write per agent.
+ *
+ * With --data-threads K > 1 the loop is also the control plane for shards 1..K-1 (shard.h):
+ * every control event is handled with the world stopped; shard 0's data plane runs here.
  */
 #include <errno.h>
 #include <poll.h>
@@ -123,9 +126,17 @@ static int handle_cqe(struct sup *s, const struct io_uring_cqe *cqe)
         return 1;
     case UD_DOORBELL: {
         uint64_t v;
-        if (read(s->doorbell_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+        if (read(s->sh[0].doorbell_fd, &v, sizeof v) < 0 && errno != EAGAIN)
             log_debug("doorbell read: %s", strerror(errno));
-        loop_arm_poll(s, s->doorbell_fd, ud, POLLIN);
+        loop_arm_poll(s, s->sh[0].doorbell_fd, ud, POLLIN);
+        return 1;
+    }
+    case UD_KICK: {
+        uint64_t v;
+        if (read(s->kick_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+            log_debug("kick read: %s", strerror(errno));
+        loop_arm_poll(s, s->kick_fd, ud, POLLIN);
+        shards_serve_requests(s);
         return 1;
     }
     case UD_CONN:
@@ -156,16 +167,32 @@ static int handle_cqe(struct sup *s, const struct io_uring_cqe *cqe)
     }
 }
 
-/* Handles every completion already queued. Returns how many did something. */
-static int drain_cqes(struct sup *s)
+/* Whether an event is the data plane's (shard 0's doorbell and engines, agents' output) or
+ * the control plane's, handled with the world stopped. */
+static int is_control(uint64_t ud)
+{
+    unsigned t = ud_type(ud);
+    return ud != UD_IGNORE && t != UD_DOORBELL && t != UD_ENGINE && t != UD_OUT && t != UD_ERR;
+}
+
+/* Handles every completion already queued. Returns how many did something; *ctl counts the
+ * control events among them. */
+static int drain_cqes(struct sup *s, int *ctl)
 {
     struct io_uring_cqe *cqe;
-    int n = 0;
+    int n = 0, stopped = 0;
     while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
         struct io_uring_cqe copy = *cqe;
         io_uring_cqe_seen(&s->ring, cqe);
+        if (!stopped && is_control(io_uring_cqe_get_data64(&copy))) {
+            world_stop(s);
+            stopped = 1;
+        }
         n += handle_cqe(s, &copy);
     }
+    if (stopped)
+        world_start(s);
+    *ctl = stopped;
     if (sqe_pending) {
         io_uring_submit(&s->ring);
         sqe_pending = 0;
@@ -176,10 +203,11 @@ static int drain_cqes(struct sup *s)
 /* Sleeps until an event or until deadline_ns; see the protocol at the top. */
 static void sleep_until(struct sup *s, uint64_t now, uint64_t deadline_ns)
 {
-    s->sleep_epoch += 1; /* odd: asleep */
-    oag_store_seqcst_u32(&s->region->sup_sleeping, s->sleep_epoch);
+    struct shard *sh = &s->sh[0];
+    sh->sleep_epoch += 1; /* odd: asleep */
+    oag_store_seqcst_u32(&sh->ctl->sleeping, sh->sleep_epoch);
     oag_fence_seqcst();
-    if (!lanes_have_work(s)) {
+    if (!lanes_have_work(sh)) {
         uint64_t wait = deadline_ns > now ? deadline_ns - now : 0;
         if (wait > BACKSTOP_NS)
             wait = BACKSTOP_NS;
@@ -193,13 +221,13 @@ static void sleep_until(struct sup *s, uint64_t now, uint64_t deadline_ns)
         uint64_t slept = now_ns() - now, max = (uint64_t)s->cfg.spin_us * 1000u;
         if (slept < max && slept < wait) {
             uint64_t want = slept + slept / 2;
-            s->spin_ns = want > s->spin_ns * 2 ? want : s->spin_ns * 2;
-            if (s->spin_ns > max)
-                s->spin_ns = max;
+            sh->spin_ns = want > sh->spin_ns * 2 ? want : sh->spin_ns * 2;
+            if (sh->spin_ns > max)
+                sh->spin_ns = max;
         }
     }
-    s->sleep_epoch += 1; /* even: awake */
-    oag_store_relaxed_u32(&s->region->sup_sleeping, s->sleep_epoch); /* relaxed: a hint */
+    sh->sleep_epoch += 1; /* even: awake */
+    oag_store_relaxed_u32(&sh->ctl->sleeping, sh->sleep_epoch); /* relaxed: a hint */
 }
 
 /* $OAG_PROFILE_FILE: appends one line of where the loop thread's time went, and each engine
@@ -212,19 +240,23 @@ static void profile_dump(struct sup *s)
     FILE *f = fopen(path, "a");
     if (!f)
         return;
-    double wall = (double)(now_ns() - s->prof.start_ns) / 1e9;
-    fprintf(f, "loop wall %.3f s: cqe+complete %.3f collect %.3f dispatch %.3f sleep %.3f "
-               "(spin/other %.3f) iters %llu; tasks %llu batches %llu wakes %llu (thread %llu)",
-            wall, s->prof.cqe_ns / 1e9, s->prof.collect_ns / 1e9, s->prof.dispatch_ns / 1e9,
-            s->prof.sleep_ns / 1e9,
-            wall - (double)(s->prof.cqe_ns + s->prof.collect_ns + s->prof.dispatch_ns +
-                            s->prof.sleep_ns) / 1e9,
-            (unsigned long long)s->prof.iters, (unsigned long long)s->tasks_done,
-            (unsigned long long)s->bat.batches, (unsigned long long)s->bat.wakes,
-            (unsigned long long)s->bat.wakes_handed);
-    if (s->res.n)
-        fprintf(f, "; shared results: batches %llu, no free chunk %llu",
-                (unsigned long long)s->res.batches, (unsigned long long)s->res.fallbacks);
+    for (uint32_t k = 0; k < s->nsh; k++) {
+        const struct shard *sh = &s->sh[k];
+        double wall = (double)(now_ns() - sh->prof.start_ns) / 1e9;
+        fprintf(f, "%sloop%s%.0u wall %.3f s: cqe+complete %.3f collect %.3f dispatch %.3f "
+                   "sleep %.3f (spin/other %.3f) iters %llu; tasks %llu batches %llu wakes %llu "
+                   "(thread %llu)", k ? "; " : "", k ? " " : "", k,
+                wall, sh->prof.cqe_ns / 1e9, sh->prof.collect_ns / 1e9,
+                sh->prof.dispatch_ns / 1e9, sh->prof.sleep_ns / 1e9,
+                wall - (double)(sh->prof.cqe_ns + sh->prof.collect_ns + sh->prof.dispatch_ns +
+                                sh->prof.sleep_ns) / 1e9,
+                (unsigned long long)sh->prof.iters, (unsigned long long)sh->tasks_done,
+                (unsigned long long)sh->bat.batches, (unsigned long long)sh->bat.wakes,
+                (unsigned long long)sh->bat.wakes_handed);
+        if (s->res.n)
+            fprintf(f, "; shared results: batches %llu, no free chunk %llu",
+                    (unsigned long long)sh->res_batches, (unsigned long long)sh->res_fallbacks);
+    }
     for (uint32_t i = 0; i < s->ninst; i++) {
         struct inst *in = s->inst[i];
         struct oag_engine_stats st = { 0 };
@@ -248,7 +280,10 @@ static int drain_finished(struct sup *s, uint64_t now)
             return 0;
         log_warn("agents still running after the stop timeout; leaving anyway");
     }
-    return !batcher_busy(s);
+    world_stop(s);
+    int busy = shards_busy(s);
+    world_start(s);
+    return !busy;
 }
 
 int loop_run(struct sup *s)
@@ -257,7 +292,8 @@ int loop_run(struct sup *s)
         return 1;
     loop_arm_poll(s, s->listen_fd, ud_make(UD_LISTEN, 0, 0), POLLIN);
     loop_arm_poll(s, s->sig_fd, ud_make(UD_SIGNAL, 0, 0), POLLIN);
-    loop_arm_poll(s, s->doorbell_fd, ud_make(UD_DOORBELL, 0, 0), POLLIN);
+    loop_arm_poll(s, s->sh[0].doorbell_fd, ud_make(UD_DOORBELL, 0, 0), POLLIN);
+    loop_arm_poll(s, s->kick_fd, ud_make(UD_KICK, 0, 0), POLLIN);
     io_uring_submit(&s->ring);
     sqe_pending = 0;
     fleet_scale(s, s->cfg.agents);
@@ -267,81 +303,100 @@ int loop_run(struct sup *s)
     fflush(stderr);
     notify_ready(s); /* systemd: READY=1 (no-op without $NOTIFY_SOCKET) */
 
+    struct shard *sh = &s->sh[0];
     uint64_t idle_since = 0, next_timer = 0;
-    s->prof.start_ns = now_ns();
+    sh->prof.start_ns = now_ns();
+    if (shards_start(s)) /* shards 1..K-1 (--data-threads) */
+        begin_drain(s, "data threads");
     for (;;) {
         uint64_t t0 = now_ns();
-        int events = drain_cqes(s);
+        int ctl;
+        int events = drain_cqes(s, &ctl);
         uint64_t now = now_ns();
-        s->prof.cqe_ns += now - t0;
-        s->prof.iters++;
+        sh->prof.cqe_ns += now - t0;
+        sh->prof.iters++;
         metrics_tick(s, now); /* --metrics: snapshot every 100 ms or when a scrape asks */
-        if (events || now >= next_timer) {
+        /* One thread: after any event, as ever. Several: the world stops for the timers, so
+         * only after control events (an engine's completions come with every batch). */
+        if ((s->nsh == 1 ? events : ctl) || now >= next_timer) {
             next_timer = now + BACKSTOP_NS;
+            world_stop(s);
             fleet_tick(s, now, &next_timer);
             engines_recover(s, now);
             notify_tick(s, now); /* systemd: watchdog pings, STATUS=, STOPPING=1 */
+            world_start(s);
         }
-        batcher_expire(s, now);
-        int got = batcher_collect(s);
+        batcher_expire(sh, now);
+        int got = batcher_collect(sh);
         uint64_t t1 = now_ns();
         uint64_t wake_at = UINT64_MAX;
-        int started = batcher_dispatch(s, now, &wake_at);
+        int started = batcher_dispatch(sh, now, &wake_at);
         uint64_t t2 = now_ns();
-        s->prof.collect_ns += t1 - now;
-        s->prof.dispatch_ns += t2 - t1;
+        sh->prof.collect_ns += t1 - now;
+        sh->prof.dispatch_ns += t2 - t1;
         if (got || events || started) {
-            if (s->spun && got) {
+            if (sh->spun && got) {
                 uint64_t max = (uint64_t)s->cfg.spin_us * 1000u;
-                s->spin_ns += s->spin_ns / 4 + 256;
-                if (s->spin_ns > max)
-                    s->spin_ns = max;
+                sh->spin_ns += sh->spin_ns / 4 + 256;
+                if (sh->spin_ns > max)
+                    sh->spin_ns = max;
             }
-            s->spun = 0;
+            sh->spun = 0;
             idle_since = 0;
             continue;
         }
-        if (now - s->last_publish_ns >= PUBLISH_NS)
+        if (now - s->last_publish_ns >= PUBLISH_NS) {
+            world_stop(s);
             instance_publish(s, 1);
+            world_start(s);
+        }
         if (s->draining && drain_finished(s, now))
             break;
-        if (!s->draining && s->cfg.exit_with_fleet && s->nagents > 0 && !batcher_busy(s)) {
+        if (!s->draining && s->cfg.exit_with_fleet && s->nagents > 0) {
             int ok;
             if (fleet_done(s, &ok)) {
-                log_info("every agent has exited (%s)", ok ? "all succeeded" : "some failed");
-                s->exit_code = ok ? 0 : 1;
-                begin_drain(s, "fleet finished");
-                continue;
+                world_stop(s);
+                int busy = shards_busy(s);
+                if (!busy) {
+                    log_info("every agent has exited (%s)", ok ? "all succeeded" : "some failed");
+                    s->exit_code = ok ? 0 : 1;
+                    begin_drain(s, "fleet finished");
+                }
+                world_start(s);
+                if (!busy)
+                    continue;
             }
         }
         /* Idle: spin a bounded time (about what a wake-up would cost), then sleep. */
         if (!idle_since)
             idle_since = now;
-        if (now - idle_since < s->spin_ns) {
+        if (now - idle_since < sh->spin_ns) {
             /* Pure spin first, then yield between checks so that agents sharing our core run. */
             if (now - idle_since > 2000)
                 sched_yield();
             else
                 oag_cpu_relax();
-            s->spun = 1;
+            sh->spun = 1;
             continue;
         }
         /* The spin found nothing: spin less next time (it grows again when a spin pays). */
-        if (s->spun && s->spin_ns > 1000)
-            s->spin_ns -= s->spin_ns / 4;
-        s->spun = 0;
+        if (sh->spun && sh->spin_ns > 1000)
+            sh->spin_ns -= sh->spin_ns / 4;
+        sh->spun = 0;
         uint64_t deadline = next_timer;
         if (wake_at < deadline)
             deadline = wake_at;
-        if (s->bat.next_deadline < deadline)
-            deadline = s->bat.next_deadline;
+        if (sh->bat.next_deadline < deadline)
+            deadline = sh->bat.next_deadline;
         uint64_t ts = now_ns();
         sleep_until(s, now, deadline);
-        s->prof.sleep_ns += now_ns() - ts;
+        sh->prof.sleep_ns += now_ns() - ts;
         idle_since = 0;
     }
-    /* Let batches in flight finish, so that their buffers are no longer the engine's. */
-    for (int i = 0; i < 1000 && batcher_busy(s); i++) {
+    /* The shard threads stop; their batches in flight are finished here, so that their
+     * buffers are no longer the engine's. */
+    shards_stop(s);
+    for (int i = 0; i < 1000 && shards_busy(s); i++) {
         for (uint32_t k = 0; k < s->ninst; k++)
             engines_event(s, k);
         usleep(1000);

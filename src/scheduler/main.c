@@ -62,14 +62,13 @@ int main(int argc, char **argv)
     }
     struct sup_config *c = &s.cfg;
     config_defaults(c);
-    s.listen_fd = s.sig_fd = s.doorbell_fd = s.lock_fd = s.region_fd = s.region_ro_fd = -1;
+    s.listen_fd = s.sig_fd = s.kick_fd = s.lock_fd = s.region_fd = s.region_ro_fd = -1;
     int prc = config_parse(c, argc, argv);
     if (prc) {
         config_fini(c);
         return prc > 0 ? 0 : 2;
     }
     s.start_ns = now_ns();
-    s.spin_ns = (uint64_t)c->spin_us * 1000u;
 
     /* Each lane holds two descriptors (connection, completion eventfd) and each launched agent
      * three more while it runs (pidfd, two pipes), four with --log-dir (its log file): take
@@ -128,13 +127,18 @@ int main(int argc, char **argv)
         s.lanes[i].agent_id = -1;
         s.lanes[i].generation = 1;
     }
-    if (conns_init(&s) || batcher_init(&s) || fleet_init(&s)) {
+    if (conns_init(&s) || fleet_init(&s)) {
         log_err("out of memory");
         goto out_engine;
     }
     err = instance_open(&s);
     if (err)
         goto out_instance;
+    err = shards_init(&s); /* needs the region: each shard's line is there */
+    if (err) {
+        log_err("cannot set up %d data thread(s): %s", c->data_threads, strerror(-err));
+        goto out_instance;
+    }
     gateway_set_forward(c->forward); /* --backend remote: batches go there (src/net) */
     if (c->forward && strcmp(c->backend, "remote"))
         setenv("OAG_FORWARD", c->forward, 1); /* agents: overflow while the queue is full */
@@ -148,13 +152,6 @@ int main(int argc, char **argv)
         log_err("out of memory");
         goto out_instance;
     }
-    int nwakers = c->waker_threads;
-    if (nwakers < 0) { /* a thread per 4 cores, 1..4: one writes ~300 k wake-ups/s */
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        nwakers = cpus >= 8 ? (int)(cpus / 4 < 4 ? cpus / 4 : 4) : 1;
-    }
-    if (nwakers > 0 && wakers_start(&s.wakers, nwakers) == 0)
-        log_warn("no waker thread: wake-ups are written by the loop");
     struct gateway *gw = NULL;
     if (c->listen) {
         /* Remote agents: a thread that is an oag client of this supervisor (src/net). */
@@ -166,26 +163,26 @@ int main(int argc, char **argv)
             .curve_allowed = c->curve_allowed, .etcd = c->etcd, .etcd_prefix = c->etcd_prefix,
             .etcd_ttl_s = c->etcd_ttl_s, .advertise = c->advertise,
             .engine = s.engine_ops->name,
-            .gpus = strcmp(s.engine_ops->name, "cuda") ? 0 : (int)s.ninst, /* one per GPU */
+            .gpus = strcmp(s.engine_ops->name, "cuda") ? 0 : (int)(s.ninst / s.nsh), /* one
+                                                                 per GPU and data thread */
         };
-        if (gateway_start(&gw, &gc)) {
-            wakers_stop(&s.wakers);
+        if (gateway_start(&gw, &gc))
             goto out_instance;
-        }
     }
     rc = loop_run(&s);
     gateway_stop(gw);
-    wakers_stop(&s.wakers); /* write whatever the loop queued last */
     notify_tick(&s, now_ns()); /* STOPPING=1, if the loop ended before its timer sent it */
-    log_info("stopped: %llu tasks in %llu batches", (unsigned long long)s.tasks_done,
-             (unsigned long long)s.bat.batches);
+    struct shard_totals t;
+    shards_totals(&s, &t);
+    log_info("stopped: %llu tasks in %llu batches", (unsigned long long)t.tasks_done,
+             (unsigned long long)t.batches);
 out_instance:
     fleet_fini(&s);
     results_close(&s);
     instance_close(&s);
 out_engine:
     engines_stop(&s);
-    batcher_fini(&s);
+    shards_fini(&s); /* after the engines: their last batches' wake-ups are written */
 out_ring:
     io_uring_queue_exit(&s.ring);
     free(s.lanes);

@@ -69,7 +69,7 @@ _Static_assert(METRICS_SIZE_BUCKETS <= METRICS_BUCKETS, "size buckets fit");
 
 /* ---- the snapshot ---------------------------------------------------------------------- */
 
-#define MX_ENG (SUP_MAX_GPUS * 2)
+#define MX_ENG SUP_MAX_INST
 #define MX_DETACHED (AG_STOPPING + 1)  /* oag_agents index for lanes of agents we did not start */
 #define MX_STATES (MX_DETACHED + 1)
 
@@ -126,7 +126,7 @@ struct mx_seen {
 
 struct metrics {
     /* loop thread only */
-    struct metrics_live live;   /* first: metrics.h's inline hooks write it */
+    struct metrics_live *live;  /* one per shard, each written by its shard's thread */
     struct mx_lane *lanes;      /* cfg.max_lanes */
     uint32_t *tracked;          /* ids of tracked lanes, dense */
     uint32_t ntracked;
@@ -156,7 +156,6 @@ struct metrics {
     const char *addr;
 };
 
-_Static_assert(offsetof(struct metrics, live) == 0, "metrics.h's hooks cast struct metrics");
 
 /* ---- address ----------------------------------------------------------------------------- */
 
@@ -361,6 +360,15 @@ static void snap_engines(struct metrics *m, struct sup *s, struct mx_snap *b, ui
     b->batches_in_flight = inflight;
 }
 
+static void hist_add(struct metrics_hist *to, const struct metrics_hist *h)
+{
+    for (int i = 0; i <= METRICS_BUCKETS; i++)
+        to->n[i] += h->n[i];
+    to->count += h->count;
+    to->sum += h->sum;
+}
+
+/* World stopped (the caller's): reads every shard's counters. */
 static void snap_build(struct metrics *m, struct sup *s, uint64_t now)
 {
     struct mx_snap *b = &m->build;
@@ -372,19 +380,27 @@ static void snap_build(struct metrics *m, struct sup *s, uint64_t now)
     b->usable = engines_usable(s);
     b->draining = s->draining;
     b->reloading = s->reloading;
-    b->ok = m->live.ok;
-    b->error = m->live.error;
-    b->timed_out = m->live.timed_out;
-    b->busy_events = s->bat.busy_events;
-    b->shared_batches = s->res.batches;
-    b->shared_fallbacks = s->res.fallbacks;
-    b->batches = s->bat.batches;
-    b->compute_ns = s->bat.compute_ns;
-    b->engine_errors = s->bat.engine_errors;
-    b->dropped = s->bat.dropped;
+    struct shard_totals t;
+    shards_totals(s, &t);
+    for (uint32_t k = 0; k < s->nsh; k++) {
+        const struct metrics_live *l = &m->live[k];
+        b->ok += l->ok;
+        b->error += l->error;
+        b->timed_out += l->timed_out;
+        hist_add(&b->queue, &l->queue);
+        hist_add(&b->latency, &l->latency);
+        hist_add(&b->batch, &l->batch);
+    }
+    b->busy_events = t.busy_events;
+    b->shared_batches = t.res_batches;
+    b->shared_fallbacks = t.res_fallbacks;
+    b->batches = t.batches;
+    b->compute_ns = t.compute_ns;
+    b->engine_errors = t.engine_errors;
+    b->dropped = t.dropped;
     b->cut_offs = s->cut_offs;
     b->refused = s->refused;
-    b->pending = s->bat.npend;
+    b->pending = t.npend;
     b->max_queue = s->cfg.max_queue;
     b->max_batch = s->cfg.max_batch;
     b->lanes = s->nactive;
@@ -408,9 +424,6 @@ static void snap_build(struct metrics *m, struct sup *s, uint64_t now)
     b->model_version = s->model_version;
     b->model_load_ns = m->model_load_ns;
     b->start_unix = m->start_unix;
-    b->queue = m->live.queue;
-    b->latency = m->live.latency;
-    b->batch = m->live.batch;
 }
 
 /* Copies the built snapshot out if the HTTP thread is not holding the mutex. */
@@ -449,7 +462,9 @@ void metrics__tick(struct metrics *m, struct sup *s, uint64_t now)
         return;
     oag_store_relaxed_u32(&m->want, 0);
     m->last_pub_ns = now;
+    world_stop(s);
     snap_build(m, s, now);
+    world_start(s);
     snap_publish(m);
 }
 
@@ -800,7 +815,8 @@ int metrics_start(struct sup *s)
     m->addr = s->cfg.metrics;
     m->lanes = calloc(s->cfg.max_lanes, sizeof *m->lanes);
     m->tracked = calloc(s->cfg.max_lanes, sizeof *m->tracked);
-    if (!m->lanes || !m->tracked)
+    m->live = calloc(s->nsh, sizeof *m->live);
+    if (!m->lanes || !m->tracked || !m->live)
         goto fail_mem;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -836,12 +852,15 @@ int metrics_start(struct sup *s)
         goto fail_mem;
     }
     s->metrics = m;
+    for (uint32_t k = 0; k < s->nsh; k++) /* before the shard threads start */
+        s->sh[k].ml = &m->live[k];
     log_info("metrics: http://%s/metrics, /healthz, /readyz", s->cfg.metrics);
     return 0;
 
 fail_mem:
     free(m->lanes);
     free(m->tracked);
+    free(m->live);
     free(m);
 fail_fd:
     close(fd);
@@ -862,8 +881,11 @@ void metrics_stop(struct sup *s)
     MHD_stop_daemon(m->d);
     pthread_mutex_destroy(&m->mu);
     pthread_cond_destroy(&m->cv);
+    for (uint32_t k = 0; k < s->nsh; k++) /* after the shard threads stopped */
+        s->sh[k].ml = NULL;
     free(m->lanes);
     free(m->tracked);
+    free(m->live);
     free(m);
     s->metrics = NULL;
 }

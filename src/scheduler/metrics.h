@@ -9,10 +9,12 @@
  *
  * Two threads, and the HTTP side never touches the loop's live state:
  *
- *   loop thread (metrics_tick, the metrics_task_* and metrics_batch hooks in batcher.c)
- *     records observations into live histograms and counters that only it touches; every
+ *   shard threads (the metrics_task_* and metrics_batch hooks in batcher.c) record
+ *     observations into their shard's live histograms and counters, which only they touch;
+ *   loop thread (metrics_tick): every
  *     METRICS_PUBLISH_NS, or on the first tick after a scrape asked for a fresh one, it builds a
- *     snapshot of every counter and gauge from struct sup and copies it into the shared slot
+ *     snapshot of every counter and gauge from struct sup (the world stopped: shard.h) and
+ *     copies it into the shared slot
  *     under a mutex it only try-locks: the loop never waits for the HTTP thread (a busy mutex
  *     just moves the copy to the next tick).
  *   HTTP thread (libmicrohttpd, MHD_USE_INTERNAL_POLLING_THREAD)
@@ -65,7 +67,7 @@ struct metrics_hist {
     uint64_t sum;                    /* nanoseconds, or rows */
 };
 
-/* The first member of struct metrics (metrics.c asserts it), so that the hooks need no call. */
+/* One per shard, written by its thread only; a snapshot (world stopped) sums them. */
 struct metrics_live {
     struct metrics_hist queue, latency, batch;
     uint64_t ok, error, timed_out;
@@ -98,21 +100,21 @@ static inline void metrics_tick(struct sup *s, uint64_t now)
         metrics__tick(s->metrics, s, now);
 }
 
-/* Loop thread: a task entered a batch after queue_ns in the supervisor's queue. */
-static inline void metrics_task_queued(struct sup *s, uint64_t queue_ns)
+/* Shard thread: a task entered a batch after queue_ns in the supervisor's queue. */
+static inline void metrics_task_queued(struct shard *sh, uint64_t queue_ns)
 {
-    if (s->metrics)
-        metrics__time(&((struct metrics_live *)(void *)s->metrics)->queue, queue_ns);
+    if (sh->ml)
+        metrics__time(&sh->ml->queue, queue_ns);
 }
 
-/* Loop thread: a task's result (status 0 or a negative errno) is being written at now;
+/* Shard thread: a task's result (status 0 or a negative errno) is being written at now;
  * origin_ns is when it was submitted (the agent's clock if plausible, else intake). */
-static inline void metrics_task_done(struct sup *s, uint64_t origin_ns, uint64_t now,
+static inline void metrics_task_done(struct shard *sh, uint64_t origin_ns, uint64_t now,
                                      int32_t status)
 {
-    if (!s->metrics)
+    struct metrics_live *l = sh->ml;
+    if (!l)
         return;
-    struct metrics_live *l = (struct metrics_live *)(void *)s->metrics;
     metrics__time(&l->latency, now > origin_ns ? now - origin_ns : 0);
     if (status == 0)
         l->ok++;
@@ -124,11 +126,11 @@ static inline void metrics_task_done(struct sup *s, uint64_t origin_ns, uint64_t
 
 /* Loop thread: a batch of rows finished (or failed to start). Bounds: powers of two 1..65536. */
 #define METRICS_SIZE_BUCKETS 17
-static inline void metrics_batch(struct sup *s, uint32_t rows)
+static inline void metrics_batch(struct shard *sh, uint32_t rows)
 {
-    if (!s->metrics)
+    if (!sh->ml)
         return;
-    struct metrics_hist *h = &((struct metrics_live *)(void *)s->metrics)->batch;
+    struct metrics_hist *h = &sh->ml->batch;
     uint32_t i = rows <= 1 ? 0 : 32u - (uint32_t)__builtin_clz(rows - 1); /* ceil(log2) */
     h->n[i < METRICS_SIZE_BUCKETS ? i : METRICS_SIZE_BUCKETS]++;
     h->count++;

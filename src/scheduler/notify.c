@@ -21,12 +21,14 @@
 
 static void summary(struct sup *s, char *buf, size_t cap)
 {
+    struct shard_totals t;
+    shards_totals(s, &t); /* notify_tick runs with the world stopped */
     int running = 0;
     for (int i = 0; i < s->nagents; i++)
         running += s->agents[i].state == AG_RUNNING;
     snprintf(buf, cap, "serving %s: engine %s, %d/%d agents running, %u attached, %llu tasks",
              s->cfg.name, s->engine_ops ? s->engine_ops->name : "-", running, s->fleet_size,
-             s->nactive, (unsigned long long)s->tasks_done);
+             s->nactive, (unsigned long long)t.tasks_done);
 }
 
 static void notify_send(const char *msg)

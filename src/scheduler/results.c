@@ -96,27 +96,31 @@ static int chunk_free(struct sup *s, struct rchunk *ch)
     return 1;
 }
 
-struct rchunk *results_take(struct sup *s, uint32_t out_row)
+struct rchunk *results_take(struct shard *sh, uint32_t out_row)
 {
+    struct sup *s = sh->s;
     struct results *r = &s->res;
-    if (!r->n)
+    if (r->n <= sh->id)
         return NULL;
     uint32_t stride = out_row ? (out_row % 64 ? (out_row + 63u) & ~63u : out_row) : r->row_cap;
     if (stride > r->row_cap)
         return NULL;
-    /* In turn from the one lent longest ago, most likely handed back by now: usually the
-     * first one looked at is free, and a record is looked at until found handed back. */
-    for (uint32_t k = 0; k < r->n; k++) {
-        uint32_t i = r->next + k < r->n ? r->next + k : r->next + k - r->n;
-        struct rchunk *ch = &r->chunk[i];
+    /* The shard's chunks are id, id + K, id + 2K ...: only its thread lends them, and only its
+     * lanes' results are recorded in them. In turn from the one lent longest ago, most likely
+     * handed back by now: usually the first one looked at is free, and a record is looked at
+     * until found handed back. */
+    uint32_t mine = (r->n - sh->id + s->nsh - 1) / s->nsh;
+    for (uint32_t k = 0; k < mine; k++) {
+        uint32_t j = sh->res_next + k < mine ? sh->res_next + k : sh->res_next + k - mine;
+        struct rchunk *ch = &r->chunk[sh->id + j * s->nsh];
         if (!ch->busy && chunk_free(s, ch)) {
             ch->busy = 1;
             ch->nrec = ch->scan = 0;
             ch->stride = stride;
-            r->next = i + 1 < r->n ? i + 1 : 0;
+            sh->res_next = j + 1 < mine ? j + 1 : 0;
             return ch;
         }
     }
-    r->fallbacks++;
+    sh->res_fallbacks++;
     return NULL;
 }

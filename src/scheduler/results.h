@@ -16,6 +16,7 @@
 
 struct sup;
 struct sup_config;
+struct shard;
 
 /* Bytes a result row may take in the area (the max payload, 64-byte multiple), and one chunk:
  * a batch of such rows, page rounded. config.c checks the total against its limit. */
@@ -48,10 +49,7 @@ struct results {
     uint32_t n;                    /* chunks (0: no area) */
     uint32_t row_cap;              /* bytes a row may take (max payload, 64-byte multiple) */
     struct rchunk *chunk;
-    uint32_t next;                 /* the chunk lent longest ago (chunks are lent in turn) */
     int registered;                /* with the engine (host_register) */
-    uint64_t batches, fallbacks;   /* batches whose results came back in the area / that
-                                      found no free chunk */
 };
 
 /* Bytes the area needs for this configuration (0: none); instance.c sizes the region. */
@@ -61,9 +59,10 @@ uint64_t results_area_bytes(const struct sup_config *c);
  * said once. 0 or -ENOMEM. */
 int results_open(struct sup *s);
 void results_close(struct sup *s);
-/* A free chunk for a batch whose output rows are out_row bytes (0: up to the max payload), or
- * NULL: no area, rows too large, or every chunk still read. */
-struct rchunk *results_take(struct sup *s, uint32_t out_row);
+/* A free chunk of shard sh's (chunk i is shard i % K's) for a batch whose output rows are
+ * out_row bytes (0: up to the max payload), or NULL: no area, rows too large, or every chunk of
+ * the shard still read. */
+struct rchunk *results_take(struct shard *sh, uint32_t out_row);
 
 /* Where row i of the batch a chunk holds lies, from the start of the area. */
 static inline uint64_t rchunk_row(const struct rchunk *ch, uint32_t i)

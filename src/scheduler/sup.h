@@ -20,11 +20,14 @@
 #define SUP_MAX_ALLOW 16
 #define SUP_MAX_PREFERRED 16
 #define SUP_MAX_GPUS 16
+#define SUP_MAX_INST 64         /* engine instances: GPUs (or --instances) x data threads, current
+                                   and retiring together */
 #define OAG_PRIORITY_LEVELS 4
 
 struct inst;
 struct config_mem;
 struct metrics;
+struct shard;
 
 /* notify.c: systemd readiness, status and watchdog (all no-ops without $NOTIFY_SOCKET). */
 struct sup_notify {
@@ -65,6 +68,7 @@ struct sup_config {
     int waker_threads;         /* threads writing agents' wake-ups (-1: by core count) */
     uint32_t intake_quantum;   /* tasks per lane per intake sweep (0: auto, batcher.c) */
     uint32_t shared_results;   /* chunks of the shared result area (0: none; results.h) */
+    int data_threads;          /* threads serving lanes (shards; shard.h), 1..OAG_MAX_SHARDS */
     int agent_nice;            /* agents run this many nice levels below the supervisor */
     const char *config_path;   /* --config FILE, or NULL */
     uint64_t log_max_bytes;    /* --log-dir: rotate agent-ID.log before it exceeds this */
@@ -144,6 +148,9 @@ struct lane {
     pid_t peer_pid;
     int agent_id;              /* fleet agent id or -1 */
     int active_idx;            /* position in sup.active */
+    uint32_t shard;            /* the shard (data-plane thread) serving it */
+    int shard_idx;             /* position in its shard's active list */
+    const char *cut_why;       /* a shard thread found it broken: main cuts it (shard.c) */
 };
 
 enum conn_kind { CONN_FREE, CONN_NEW, CONN_AGENT };
@@ -225,7 +232,7 @@ struct batcher {
     uint64_t batches, tasks_total, dropped, timed_out, ok, failed, engine_errors;
     uint64_t busy_events, queue_ns, compute_ns;
     uint64_t retried;          /* batches run again on another instance after a failure */
-    struct bslot *retry_q[SUP_MAX_GPUS * 2 * 8]; /* failed batches waiting for an instance */
+    struct bslot *retry_q[SUP_MAX_INST * 8]; /* failed batches waiting for an instance */
     uint32_t nretry;
     struct trace_rec *trace;   /* the last TRACE_CAP finished tasks, a ring */
     uint64_t trace_n;          /* records written so far */
@@ -239,7 +246,7 @@ struct batcher {
 struct sup {
     struct sup_config cfg;
     struct io_uring ring;
-    int listen_fd, sig_fd, doorbell_fd, lock_fd;
+    int listen_fd, sig_fd, lock_fd;
     int region_fd, region_ro_fd;
     char region_name[128];
     char lock_path[352];
@@ -249,9 +256,9 @@ struct sup {
     uint64_t start_ns;
 
     const struct oag_engine_ops *engine_ops;
-    struct inst *inst[SUP_MAX_GPUS * 2]; /* current instances, then retiring ones */
+    struct inst *inst[SUP_MAX_INST]; /* current instances, then retiring ones */
     uint32_t ninst;
-    struct bslot *slots[SUP_MAX_GPUS * 2 * 8];
+    struct bslot *slots[SUP_MAX_INST * 8];
     uint32_t nslots;
     uint32_t model_version;
     int ready;                 /* engines warmed up: serving */
@@ -268,13 +275,12 @@ struct sup {
     int nagents;               /* allocated records */
     int fleet_size;            /* wanted */
 
-    struct batcher bat;
+    struct shard *sh;          /* the data plane: nsh shards, shard 0 on the main loop thread */
+    uint32_t nsh;
+    int stop_depth;            /* world_stop() nesting (main thread) */
+    int kick_fd;               /* shard threads ask the main loop for something (shard.c) */
     struct results res;        /* --shared-results */
-    uint64_t tasks_done;
     uint64_t cut_offs, refused;
-    uint32_t sleep_epoch;
-    uint64_t spin_ns;          /* adaptive, 0..cfg.spin_us */
-    int spun;
     int draining;              /* shutdown requested */
     int stopping_agents;
     uint64_t drain_started_ns;
@@ -282,11 +288,7 @@ struct sup {
     uint64_t last_publish_ns;
     struct sup_notify notify;
     struct metrics *metrics;   /* --metrics: histograms, snapshot, HTTP thread; NULL when off */
-    struct wakers wakers;      /* write agents' wake-ups for big bursts */
     int lane_reg_warned;       /* a lane's host_register failed (warned once) */
-    struct {                   /* where the loop thread's time goes (OAG_PROFILE_FILE) */
-        uint64_t cqe_ns, collect_ns, dispatch_ns, sleep_ns, iters, start_ns;
-    } prof;
 };
 
 uint64_t now_ns(void);
@@ -305,15 +307,17 @@ void lane_cut(struct sup *s, struct lane *l, const char *why);
 void lane_wake(struct sup *s, struct lane *l);
 void lane_mem_put(struct sup *s, struct lane_mem *m);
 
-/* batcher.c */
-int batcher_init(struct sup *s);
-void batcher_fini(struct sup *s);
-int batcher_collect(struct sup *s);
-int batcher_dispatch(struct sup *s, uint64_t now, uint64_t *wake_at);
-void batcher_complete(struct sup *s, struct oag_batch *b);
-void batcher_expire(struct sup *s, uint64_t now);
-int batcher_busy(struct sup *s);
-int lanes_have_work(struct sup *s);
+/* batcher.c: one batcher per shard, run by the shard's thread */
+int batcher_init(struct shard *sh);
+void batcher_fini(struct shard *sh);
+int batcher_collect(struct shard *sh);
+int batcher_dispatch(struct shard *sh, uint64_t now, uint64_t *wake_at);
+void batcher_complete(struct shard *sh, struct oag_batch *b);
+void batcher_expire(struct shard *sh, uint64_t now);
+int batcher_busy(struct shard *sh);
+int lanes_have_work(struct shard *sh);
+
+#include "shard.h"
 struct bslot *bslot_new(struct sup *s, struct inst *in);
 void bslot_free(struct sup *s, struct bslot *bs);
 
@@ -321,10 +325,15 @@ void bslot_free(struct sup *s, struct bslot *bs);
 int engines_start(struct sup *s);
 void engines_stop(struct sup *s);
 void engines_event(struct sup *s, uint32_t idx);
+/* Shard threads: completes every finished batch of the shard's instances; returns how many. */
+int engines_reap_shard(struct shard *sh);
+/* Main thread, world stopped: destroys retired instances with nothing in flight. */
+void engines_reap_retired(struct sup *s);
 void engines_arm(struct sup *s);
 int engines_reload(struct sup *s, const char *model, char *msg, size_t msglen);
 void engines_reload_event(struct sup *s);
 int engines_usable(struct sup *s);
+int engines_usable_shard(struct shard *sh);
 /* Makes host memory usable for rows by pointer (ops->host_register on a healthy instance):
  * 0, -ENOTSUP (the backend has no such op), -ENODEV (no healthy instance), or its error. */
 int engines_host_register(struct sup *s, void *p, size_t len);
@@ -359,7 +368,7 @@ void ctl_reply_and_close(struct sup *s, int fd, const char *text, int status);
 
 /* io_uring user_data: type in the top byte, then a 24-bit generation, then a 32-bit index. */
 enum { UD_LISTEN = 1, UD_SIGNAL, UD_DOORBELL, UD_CONN, UD_PIDFD, UD_OUT, UD_ERR, UD_ENGINE,
-       UD_RELOAD };
+       UD_RELOAD, UD_KICK };
 static inline uint64_t ud_make(unsigned type, uint32_t gen, uint32_t idx)
 {
     return ((uint64_t)type << 56) | ((uint64_t)(gen & 0xffffff) << 32) | idx;

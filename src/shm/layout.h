@@ -8,12 +8,15 @@
  *    supervisor; agents receive a read-only fd and map it PROT_READ, so they cannot change it.
  *
  *      0      struct oag_region_hdr   magic, abi (stored last, release), sizes, pid
- *      64     oag_atomic_u32 sup_sleeping   sleep epoch: the supervisor makes it odd before it
- *                                           sleeps, even when awake; agents read it to decide
- *                                           whether to ring the doorbell
- *      68     oag_atomic_u32 busy           supervisor writes 1 while its overall queue is full;
+ *      64     struct oag_shard_ctl[16]  one line per data-plane thread of the supervisor (its
+ *                                       shard; --data-threads, ABI 4), hdr.nshards of them used:
+ *               +0 oag_atomic_u32 sleeping  sleep epoch: the shard makes it odd before it
+ *                                           sleeps, even when awake; an agent of that shard (the
+ *                                           lane header's `shard`) reads it to decide whether to
+ *                                           ring the shard's doorbell (the fd it got at hello)
+ *               +4 oag_atomic_u32 busy      the shard writes 1 while its queue is full; its
  *                                           agents' submits then fail at once with -EBUSY
- *      128    struct oag_latch_global  double-buffered global state (supervisor writes)
+ *      1088   struct oag_latch_global  double-buffered global state (supervisor writes)
  *      results_off  the shared result area (--shared-results, else empty): whole batches of
  *                   results, written by the engine (one copy-engine transfer a batch on a
  *                   GPU); a completion slot flagged OAG_CMP_SHARED points into it (ABI 3).
@@ -53,7 +56,8 @@
 
 #define OAG_REGION_MAGIC 0x4f414752u /* "OAGR" */
 #define OAG_LANE_MAGIC   0x4f41474cu /* "OAGL" */
-#define OAG_ABI_VERSION  3u
+#define OAG_ABI_VERSION  4u
+#define OAG_MAX_SHARDS   16u /* data-plane threads of one supervisor */
 
 /* ---- region ---------------------------------------------------------------------------- */
 
@@ -66,7 +70,8 @@ struct oag_region_hdr {
     uint64_t start_ns;      /* CLOCK_MONOTONIC at creation */
     uint64_t results_off;   /* the shared result area: page aligned, 0 when there is none */
     uint64_t results_size;  /* its bytes */
-    uint8_t pad[16];
+    uint32_t nshards;       /* shard lines in use, 1..OAG_MAX_SHARDS (ABI 4) */
+    uint8_t pad[12];
 };
 _Static_assert(sizeof(struct oag_region_hdr) == 64, "region header is one cache line");
 
@@ -102,16 +107,21 @@ struct oag_latch_global {
     oag_atomic_u64 rec[2][sizeof(struct oag_global_state) / 8];
 };
 
+/* One data-plane thread's words (the supervisor writes, its agents read). */
+struct oag_shard_ctl {
+    oag_atomic_u32 sleeping;     /* sleep epoch (wake protocol in shard.c) */
+    oag_atomic_u32 busy;         /* the shard's queue is full */
+    uint32_t pad[14];
+};
+_Static_assert(sizeof(struct oag_shard_ctl) == OAG_CACHELINE, "shard ctl ABI");
+
 struct oag_region {
     struct oag_region_hdr hdr;
-    oag_atomic_u32 sup_sleeping; /* supervisor writes; agents read (wake protocol in loop.c) */
-    oag_atomic_u32 busy;         /* supervisor writes; agents read (overall queue full) */
-    uint32_t pad1[14];
+    struct oag_shard_ctl shard[OAG_MAX_SHARDS];
     struct oag_latch_global global;
 };
-_Static_assert(offsetof(struct oag_region, sup_sleeping) == 64, "region ABI");
-_Static_assert(offsetof(struct oag_region, busy) == 68, "region ABI");
-_Static_assert(offsetof(struct oag_region, global) == 128, "region ABI");
+_Static_assert(offsetof(struct oag_region, shard) == 64, "region ABI");
+_Static_assert(offsetof(struct oag_region, global) == 1088, "region ABI");
 
 /* ---- lane ------------------------------------------------------------------------------ */
 
@@ -128,7 +138,8 @@ struct oag_lane_hdr {
     uint32_t state_off;
     uint32_t ctl_off;      /* struct oag_lane_ctl */
     uint32_t pad_ctl;
-    uint32_t pad0;
+    uint32_t shard;        /* the supervisor's data-plane thread serving the lane: its line of
+                              the region (sleep epoch, busy) and its doorbell (ABI 4) */
     uint64_t sub_off;      /* slot headers */
     uint64_t cmp_off;
     uint64_t sub_pay_off;  /* payloads */
@@ -188,8 +199,8 @@ struct oag_lane_ctl {
     uint32_t pad1[14];
     oag_atomic_u32 cmp_waiting;  /* agent sets before it sleeps, supervisor clears */
     uint32_t pad2[15];
-    oag_atomic_u32 sub_waiting;  /* the submission ring's (the supervisor sleeps on the region's
-                                    sup_sleeping instead) */
+    oag_atomic_u32 sub_waiting;  /* the submission ring's (the supervisor sleeps on its shard's
+                                    sleep epoch in the region instead) */
     uint32_t pad3[15];
 };
 _Static_assert(sizeof(struct oag_lane_ctl) == 4 * OAG_CACHELINE, "lane ctl ABI");

@@ -158,8 +158,9 @@ static void test_busy(void)
 {
     struct h_sup s;
     /* The batch delay holds the 16 queued tasks: the queue is full until it runs out. */
+    /* One data thread: --max-queue is split between data threads (test_shards checks that). */
     const char *extra[] = { "--backend", "identity", "--max-batch", "64", "--max-queue", "16",
-                            "--max-delay-us", "300000", NULL };
+                            "--max-delay-us", "300000", "--data-threads", "1", NULL };
     if (h_sup_start(&s, "bbz", 0700, extra, NULL))
         return;
     oag_client *a, *b;

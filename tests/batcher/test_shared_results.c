@@ -146,8 +146,10 @@ int main(void)
         return H_SKIP;
     struct h_sup s;
     /* 2 chunks; the batch delay makes 8 tasks submitted together one batch. */
+    /* One data thread: the chunks are split between data threads (test_shards: each its own). */
     const char *extra[] = { "--backend", "identity", "--shared-results", "2", "--max-batch",
-                            "8", "--max-delay-us", "20000", "--max-payload", "1024", NULL };
+                            "8", "--max-delay-us", "20000", "--max-payload", "1024",
+                            "--data-threads", "1", NULL };
     if (h_sup_start(&s, "bsr", 0700, extra, NULL))
         return 1;
     long long chunks = 0, b0 = 0, f0 = 0, b1 = 0, f1 = 0, b2 = 0, f2 = 0;

@@ -27,6 +27,9 @@ const char *agent_state_name(enum agent_state st) { (void)st; abort(); }
 int engines_usable(struct sup *s) { (void)s; abort(); }
 struct agent *fleet_agent(struct sup *s, int id) { (void)s; (void)id; abort(); }
 uint64_t now_ns(void) { abort(); }
+void shards_totals(struct sup *s, struct shard_totals *t) { (void)s; (void)t; abort(); }
+void world_stop(struct sup *s) { (void)s; abort(); }
+void world_start(struct sup *s) { (void)s; abort(); }
 
 static FILE *sink;
 static int verbose;

@@ -77,7 +77,7 @@ put("lane", "future-prod", bytes([0, 0]) + op(0, u32(1000)) + op(3))
 put("lane", "backwards-cons", bytes([0, 0]) + op(0, u32(1)) + op(3) + op(4) + op(1, u32(0xffffffff)) + op(4))
 put("lane", "latch-odd", bytes([0, 3]) + op(5, u32(0xffffffff), b"\x00", b"\xff" * 8))
 
-ABI = 3
+ABI = 4
 def geom(max_payload, slots):
     """src/shm/lane.c, ABI 3: headers apart from payloads, indices grouped by writer."""
     up = lambda x, a: (x + a - 1) & ~(a - 1)
@@ -94,11 +94,12 @@ def geom(max_payload, slots):
 def lane_hdr(max_payload, slots, lane_id=5, gen=3, tweak=None):
     ps, so, co_, su, cm, sp, cp, size = geom(max_payload, slots)
     f = dict(magic=0x4f41474c, abi=ABI, lane_id=lane_id, gen=gen, size=size, ps=ps,
-             mp=max_payload, sub=slots, cmp=slots, so=so, ctl=co_, su=su, co=cm, sp=sp, cp=cp)
+             mp=max_payload, sub=slots, cmp=slots, so=so, ctl=co_, su=su, co=cm, sp=sp, cp=cp,
+             shard=0)
     if tweak:
         f.update(tweak)
     h = struct.pack("<IIIIQIIIIIIIIQQQQ", f["magic"], f["abi"], f["lane_id"], f["gen"], f["size"],
-                    f["ps"], f["mp"], f["sub"], f["cmp"], f["so"], f["ctl"], 0, 0, f["su"],
+                    f["ps"], f["mp"], f["sub"], f["cmp"], f["so"], f["ctl"], 0, f["shard"], f["su"],
                     f["co"], f["sp"], f["cp"])
     return h + b"\0" * (256 - len(h)), size
 
@@ -107,15 +108,17 @@ put("lane", "hdr-ok", bytes([0x80, 0]) + h + struct.pack("<Q", size))
 h2, _ = lane_hdr(64, 4, tweak=dict(su=8192))
 put("lane", "hdr-bad-off", bytes([0x80, 0]) + h2 + struct.pack("<Q", size) + h + struct.pack("<Q", size - 1))
 
-# ---- proto: struct oag_welcome | u8 flags | u16 wlen | u32 region size | region (496) |
+# ---- proto: struct oag_welcome | u8 flags | u16 wlen | u32 region size | region (1456) |
 #             u32 lane size | lane header (256) | u32 completion prod | slot header (32)
-REGION = 496
+REGION = 1456
 def welcome(err=0, abi=ABI, lane_id=5, gen=3, lane_size=0, region_size=4096, reason=b""):
     return struct.pack("<IIiIIIQQ", 0x4f414748, 1, err, abi, lane_id, gen, lane_size,
                        region_size) + reason.ljust(160, b"\0")
-def region(magic=0x4f414752, abi=ABI, results_off=0, results_size=0):
-    """struct oag_region_hdr: magic, abi, size, sup_pid, global_off, start_ns, results_off/size"""
-    h = struct.pack("<IIQIIQQQ", magic, abi, 4096, 1, 128, 0, results_off, results_size)
+def region(magic=0x4f414752, abi=ABI, results_off=0, results_size=0, nshards=1):
+    """struct oag_region_hdr: magic, abi, size, sup_pid, global_off, start_ns, results_off/size,
+    nshards (ABI 4)"""
+    h = struct.pack("<IIQIIQQQI", magic, abi, 4096, 1, 1088, 0, results_off, results_size,
+                    nshards)
     return h + b"\0" * (REGION - len(h))
 def proto(w, flags, rsize, reg, lsize, lh, prod=0, sl=b"\0" * 32, wlen=0):
     return w + struct.pack("<BHI", flags, wlen, rsize) + reg + struct.pack("<I", lsize) + lh + \
@@ -128,11 +131,17 @@ put("proto", "ok-one-completion", ok)
 def cslot(ticket, length, flags=0, off=0):
     return struct.pack("<QIiIBB2xQ", ticket, length, 0, 0, 0, flags, off)
 put("proto", "ok-shared-result", proto(welcome(lane_size=size), 0x0f, 4096,
-    region(results_off=512, results_size=2048), size, h, 1, cslot(7, 16, 1, 16)))
+    region(results_off=2048, results_size=2048), size, h, 1, cslot(7, 16, 1, 16)))
 put("proto", "shared-result-outside", proto(welcome(lane_size=size), 0x0f, 4096,
-    region(results_off=512, results_size=2048), size, h, 1, cslot(7, 16, 1, 2040)))
+    region(results_off=2048, results_size=2048), size, h, 1, cslot(7, 16, 1, 2040)))
 put("proto", "results-area-past-region", proto(welcome(lane_size=size), 0x0f, 4096,
     region(results_off=4000, results_size=2048), size, h))
+# a lane served by data thread 1 of 2 (ABI 4), and one naming a thread the region lacks
+h1, _ = lane_hdr(64, 4, tweak=dict(shard=1))
+put("proto", "ok-second-shard", proto(welcome(lane_size=size), 0x0f, 4096, region(nshards=2),
+    size, h1, 1, cslot(7, 16)))
+put("proto", "shard-out-of-range", proto(welcome(lane_size=size), 0x0f, 4096, region(nshards=1),
+    size, h1, 1, cslot(7, 16)))
 put("proto", "ok-len-huge", proto(welcome(lane_size=size), 0x0f, 4096, region(), size, h, 1,
     struct.pack("<QIiIB3xQ", 7, 1 << 30, 0, 0, 0, 0)))
 put("proto", "refused", proto(welcome(err=-13, reason=b"not allowed"), 0, 0, region(), 0, h))

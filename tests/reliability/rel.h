@@ -71,6 +71,12 @@ static inline int rel_sup_start(struct rel_sup *s, const char *const *args)
     argv[n++] = s->name;
     argv[n++] = "--socket";
     argv[n++] = s->sock;
+    static char dt[32]; /* $OAG_TEST_DATA_THREADS, as h_sup_start (a test's own value wins) */
+    const char *k = getenv("OAG_TEST_DATA_THREADS");
+    if (k && *k) {
+        snprintf(dt, sizeof dt, "--data-threads=%s", k);
+        argv[n++] = dt;
+    }
     for (int i = 0; args && args[i] && n < 62; i++)
         argv[n++] = args[i];
     argv[n] = NULL;

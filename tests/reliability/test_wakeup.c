@@ -14,7 +14,7 @@
 
 static int sup_asleep(const struct rel_raw *r)
 {
-    return oag_load_relaxed_u32(&((struct oag_region *)r->region)->sup_sleeping) & 1;
+    return oag_load_relaxed_u32(&r->region->shard[r->hdr.shard].sleeping) & 1;
 }
 
 static uint64_t wait_done(struct rel_raw *r, uint64_t ticket, uint64_t start_us, unsigned ms)

@@ -1,0 +1,374 @@
+/*
+ * shard.c - the data plane over several threads: shards, their threads, and stopping the world
+ * (see shard.h).
+ *
+ * A shard thread's loop is the main loop's data part: complete what its engine instances
+ * finished, expire deadlines, take tasks from its lanes, start batches; spin a while when idle,
+ * then sleep on its doorbell, its instances' event fds and its control eventfd, with the same
+ * sleep protocol as the main loop (loop.c) on its own line of the region.
+ */
+#include <errno.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "inst.h"
+#include "log.h"
+#include "sup.h"
+
+#define SHARD_BACKSTOP_NS 50000000ull /* longest sleep, as the main loop's */
+
+static void futex_wait(oag_atomic_u32 *w, uint32_t val)
+{
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void futex_wake(oag_atomic_u32 *w)
+{
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+int shards_init(struct sup *s)
+{
+    uint32_t k = s->cfg.data_threads > 0 ? (uint32_t)s->cfg.data_threads : 1;
+    if (k > OAG_MAX_SHARDS)
+        k = OAG_MAX_SHARDS;
+    s->sh = calloc(k, sizeof *s->sh);
+    if (!s->sh)
+        return -ENOMEM;
+    s->nsh = k;
+    s->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s->kick_fd < 0)
+        return -errno;
+    /* Wake-up threads: --waker-threads in all, at least one per shard that has any. */
+    int nw = s->cfg.waker_threads;
+    if (nw < 0) { /* a thread per 4 cores, 1..4: one writes ~300 k wake-ups/s */
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        nw = cpus >= 8 ? (int)(cpus / 4 < 4 ? cpus / 4 : 4) : 1;
+    }
+    for (uint32_t i = 0; i < k; i++) {
+        struct shard *sh = &s->sh[i];
+        sh->s = s;
+        sh->id = i;
+        sh->doorbell_fd = sh->ctl_efd = -1;
+        sh->ctl = &s->region->shard[i];
+        sh->spin_ns = (uint64_t)s->cfg.spin_us * 1000u;
+        sh->active = calloc(s->cfg.max_lanes, sizeof *sh->active);
+        if (!sh->active)
+            return -ENOMEM;
+        sh->doorbell_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        sh->ctl_efd = i ? eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) : -1;
+        if (sh->doorbell_fd < 0 || (i && sh->ctl_efd < 0))
+            return -errno;
+        int rc = batcher_init(sh);
+        if (rc)
+            return rc;
+        int mine = nw > 0 ? (nw + (int)k - 1 - (int)i) / (int)k : 0;
+        if (nw > 0 && mine < 1)
+            mine = 1;
+        if (mine > 0 && wakers_start(&sh->wakers, mine) == 0)
+            log_warn("no waker thread could start; the loop writes wake-ups itself");
+    }
+    return 0;
+}
+
+void shards_fini(struct sup *s)
+{
+    if (!s->sh)
+        return;
+    for (uint32_t i = 0; i < s->nsh; i++) {
+        struct shard *sh = &s->sh[i];
+        wakers_stop(&sh->wakers); /* write whatever was queued last */
+        batcher_fini(sh);
+        free(sh->active);
+        if (sh->doorbell_fd >= 0)
+            close(sh->doorbell_fd);
+        if (sh->ctl_efd >= 0)
+            close(sh->ctl_efd);
+    }
+    if (s->kick_fd >= 0)
+        close(s->kick_fd);
+    s->kick_fd = -1;
+    free(s->sh);
+    s->sh = NULL;
+    s->nsh = 0;
+}
+
+/* ---- stopping the world ---------------------------------------------------------------- */
+
+/* The shard thread at a safe point, asked to park: waits until main lets it go. */
+static void park(struct shard *sh)
+{
+    do {
+        oag_store_seqcst_u32(&sh->parked, 1);
+        while (oag_load_acquire_u32(&sh->park_req))
+            futex_wait(&sh->park_req, 1);
+        oag_store_seqcst_u32(&sh->parked, 0);
+    } while (oag_load_seqcst_u32(&sh->park_req));
+}
+
+void world_stop(struct sup *s)
+{
+    if (s->stop_depth++)
+        return;
+    for (uint32_t i = 1; i < s->nsh; i++)
+        if (s->sh[i].started)
+            oag_store_seqcst_u32(&s->sh[i].park_req, 1);
+    for (uint32_t i = 1; i < s->nsh; i++) {
+        struct shard *sh = &s->sh[i];
+        if (!sh->started)
+            continue;
+        /* A busy shard reaches its safe point within a loop iteration; one asleep is parked. */
+        for (uint32_t spins = 0; !oag_load_seqcst_u32(&sh->parked); spins++) {
+            if (spins < 256)
+                oag_cpu_relax();
+            else
+                sched_yield();
+        }
+    }
+}
+
+void world_start(struct sup *s)
+{
+    if (--s->stop_depth)
+        return;
+    for (uint32_t i = 1; i < s->nsh; i++) {
+        struct shard *sh = &s->sh[i];
+        if (!sh->started)
+            continue;
+        oag_store_seqcst_u32(&sh->park_req, 0);
+        futex_wake(&sh->park_req);
+    }
+}
+
+/* ---- requests to the main thread ------------------------------------------------------- */
+
+static void ask_main(struct shard *sh)
+{
+    oag_store_release_u32(&sh->want_main, 1);
+    uint64_t one = 1;
+    if (write(sh->s->kick_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        log_debug("kick: %s", strerror(errno));
+}
+
+void shard_cut(struct shard *sh, struct lane *l, const char *why)
+{
+    if (sh->id == 0) {
+        lane_cut(sh->s, l, why);
+        return;
+    }
+    if (!l->cut_why) {
+        l->cut_why = why;
+        ask_main(sh);
+    }
+}
+
+void shards_serve_requests(struct sup *s)
+{
+    for (uint32_t i = 1; i < s->nsh; i++) {
+        struct shard *sh = &s->sh[i];
+        if (!oag_xchg_u32(&sh->want_main, 0))
+            continue;
+        for (uint32_t k = 0; k < sh->nactive;) {
+            struct lane *l = &s->lanes[sh->active[k]];
+            if (l->cut_why)
+                lane_cut(s, l, l->cut_why); /* takes it out of sh->active */
+            else
+                k++;
+        }
+    }
+    engines_reap_retired(s);
+}
+
+struct shard *shard_pick(struct sup *s)
+{
+    struct shard *best = &s->sh[0];
+    for (uint32_t i = 1; i < s->nsh; i++)
+        if (s->sh[i].nactive < best->nactive)
+            best = &s->sh[i];
+    return best;
+}
+
+/* ---- sums ------------------------------------------------------------------------------ */
+
+void shards_totals(struct sup *s, struct shard_totals *t)
+{
+    memset(t, 0, sizeof *t);
+    for (uint32_t i = 0; i < s->nsh; i++) {
+        const struct shard *sh = &s->sh[i];
+        const struct batcher *b = &sh->bat;
+        t->tasks_done += sh->tasks_done;
+        t->batches += b->batches;
+        t->tasks_total += b->tasks_total;
+        t->dropped += b->dropped;
+        t->timed_out += b->timed_out;
+        t->ok += b->ok;
+        t->failed += b->failed;
+        t->engine_errors += b->engine_errors;
+        t->busy_events += b->busy_events;
+        t->queue_ns += b->queue_ns;
+        t->compute_ns += b->compute_ns;
+        t->retried += b->retried;
+        t->wakes += b->wakes;
+        t->wakes_handed += b->wakes_handed;
+        t->res_batches += sh->res_batches;
+        t->res_fallbacks += sh->res_fallbacks;
+        t->npend += b->npend;
+        t->wakers += sh->wakers.n;
+    }
+}
+
+int shards_busy(struct sup *s)
+{
+    for (uint32_t i = 0; i < s->nsh; i++)
+        if (batcher_busy(&s->sh[i]))
+            return 1;
+    return 0;
+}
+
+/* ---- shard threads --------------------------------------------------------------------- */
+
+/* Sleeps until a doorbell, a finished batch, main's call or the deadline (the protocol of
+ * loop.c's sleep_until on the shard's line). Parked meanwhile: a world stop need not wake it. */
+static void shard_sleep(struct shard *sh, uint64_t now, uint64_t deadline)
+{
+    struct sup *s = sh->s;
+    struct pollfd pf[2 + SUP_MAX_INST];
+    nfds_t n = 0;
+    pf[n++] = (struct pollfd){ .fd = sh->doorbell_fd, .events = POLLIN };
+    pf[n++] = (struct pollfd){ .fd = sh->ctl_efd, .events = POLLIN };
+    for (uint32_t i = 0; i < s->ninst && n < sizeof pf / sizeof pf[0]; i++) {
+        struct inst *in = s->inst[i];
+        int fd = inst_event_fd(in);
+        if (in->shard == sh->id && fd >= 0)
+            pf[n++] = (struct pollfd){ .fd = fd, .events = POLLIN };
+    }
+    sh->sleep_epoch += 1; /* odd: asleep */
+    oag_store_seqcst_u32(&sh->ctl->sleeping, sh->sleep_epoch);
+    oag_fence_seqcst();
+    if (!lanes_have_work(sh) && !oag_load_relaxed_u32(&sh->quit)) {
+        uint64_t wait = deadline > now ? deadline - now : 0;
+        if (wait > SHARD_BACKSTOP_NS)
+            wait = SHARD_BACKSTOP_NS;
+        struct timespec ts = { .tv_sec = (time_t)(wait / 1000000000ull),
+                               .tv_nsec = (long)(wait % 1000000000ull) };
+        oag_store_seqcst_u32(&sh->parked, 1);
+        int rc = ppoll(pf, n, &ts, NULL);
+        oag_store_seqcst_u32(&sh->parked, 0);
+        if (oag_load_seqcst_u32(&sh->park_req))
+            park(sh);
+        if (rc > 0) {
+            uint64_t v;
+            if ((pf[0].revents & POLLIN) && read(sh->doorbell_fd, &v, sizeof v) < 0)
+                log_debug("doorbell read: %s", strerror(errno));
+            if ((pf[1].revents & POLLIN) && read(sh->ctl_efd, &v, sizeof v) < 0)
+                log_debug("shard wake read: %s", strerror(errno));
+        }
+        uint64_t slept = now_ns() - now, max = (uint64_t)s->cfg.spin_us * 1000u;
+        if (slept < max && slept < wait) {
+            uint64_t want = slept + slept / 2;
+            sh->spin_ns = want > sh->spin_ns * 2 ? want : sh->spin_ns * 2;
+            if (sh->spin_ns > max)
+                sh->spin_ns = max;
+        }
+    }
+    sh->sleep_epoch += 1; /* even: awake */
+    oag_store_relaxed_u32(&sh->ctl->sleeping, sh->sleep_epoch);
+}
+
+static void *shard_main(void *arg)
+{
+    struct shard *sh = arg;
+    struct sup *s = sh->s;
+    uint64_t idle_since = 0;
+    sh->prof.start_ns = now_ns();
+    for (;;) {
+        if (oag_load_seqcst_u32(&sh->park_req))
+            park(sh);
+        if (oag_load_relaxed_u32(&sh->quit))
+            break;
+        uint64_t t0 = now_ns();
+        int done = engines_reap_shard(sh);
+        uint64_t now = now_ns();
+        sh->prof.cqe_ns += now - t0;
+        sh->prof.iters++;
+        batcher_expire(sh, now);
+        int got = batcher_collect(sh);
+        uint64_t t1 = now_ns();
+        uint64_t wake_at = UINT64_MAX;
+        int started = batcher_dispatch(sh, now, &wake_at);
+        uint64_t t2 = now_ns();
+        sh->prof.collect_ns += t1 - now;
+        sh->prof.dispatch_ns += t2 - t1;
+        if (got || done || started) {
+            if (sh->spun && got) {
+                uint64_t max = (uint64_t)s->cfg.spin_us * 1000u;
+                sh->spin_ns += sh->spin_ns / 4 + 256;
+                if (sh->spin_ns > max)
+                    sh->spin_ns = max;
+            }
+            sh->spun = 0;
+            idle_since = 0;
+            continue;
+        }
+        if (!idle_since)
+            idle_since = now;
+        if (now - idle_since < sh->spin_ns) {
+            if (now - idle_since > 2000)
+                sched_yield();
+            else
+                oag_cpu_relax();
+            sh->spun = 1;
+            continue;
+        }
+        if (sh->spun && sh->spin_ns > 1000)
+            sh->spin_ns -= sh->spin_ns / 4;
+        sh->spun = 0;
+        uint64_t deadline = now + SHARD_BACKSTOP_NS;
+        if (wake_at < deadline)
+            deadline = wake_at;
+        if (sh->bat.next_deadline < deadline)
+            deadline = sh->bat.next_deadline;
+        uint64_t ts = now_ns();
+        shard_sleep(sh, now, deadline);
+        sh->prof.sleep_ns += now_ns() - ts;
+        idle_since = 0;
+    }
+    oag_store_seqcst_u32(&sh->parked, 1); /* gone: stopping the world waits for nothing here */
+    return NULL;
+}
+
+int shards_start(struct sup *s)
+{
+    for (uint32_t i = 1; i < s->nsh; i++) {
+        struct shard *sh = &s->sh[i];
+        int rc = pthread_create(&sh->th, NULL, shard_main, sh);
+        if (rc) {
+            log_err("cannot start data thread %u: %s", i, strerror(rc));
+            return -rc;
+        }
+        sh->started = 1;
+    }
+    return 0;
+}
+
+void shards_stop(struct sup *s)
+{
+    for (uint32_t i = 1; i < s->nsh; i++) {
+        struct shard *sh = &s->sh[i];
+        if (!sh->started)
+            continue;
+        oag_store_seqcst_u32(&sh->quit, 1);
+        uint64_t one = 1;
+        if (write(sh->ctl_efd, &one, sizeof one) < 0)
+            log_debug("shard wake: %s", strerror(errno));
+        pthread_join(sh->th, NULL);
+        sh->started = 0;
+    }
+}
