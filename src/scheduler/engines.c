@@ -264,7 +264,7 @@ int engines_start(struct sup *s)
     log_info("engine %s: %u instance(s)%s%s, warmed up", s->engine_ops->name, ld.n,
              ld.model ? ", model " : "", ld.model ? ld.model->path : "");
     s->ready = 1;
-    inst_fault_armed = 1;
+    inst_fault_arm();
     return 0;
 }
 

@@ -144,30 +144,38 @@ void inst_destroy(struct inst *in)
 
 #ifdef OAG_FAULT_INJECTION
 /* Test builds: $OAG_FAULT_ENGINE_BATCHES=N makes the next N batches (after warm-up, which runs
- * before the supervisor is ready) fail as an engine failure would: -EIO for every row. */
-static long fault_batches = -1;
+ * before the supervisor is ready) fail as an engine failure would: -EIO for every row. Read
+ * when armed (before the data threads start); taken by any of them (atomically). */
+static long fault_batches;
+static int fault_instance = -1;
 int inst_fault_armed;
+
+void inst_fault_arm(void)
+{
+    const char *v = getenv("OAG_FAULT_ENGINE_BATCHES");
+    __atomic_store_n(&fault_batches, v ? strtol(v, NULL, 10) : 0, __ATOMIC_RELAXED);
+    const char *k = getenv("OAG_FAULT_ENGINE_INSTANCE");
+    fault_instance = k && *k ? atoi(k) : -1;
+    inst_fault_armed = 1;
+}
 
 static int fault_hit(const struct inst *in)
 {
     if (!inst_fault_armed)
         return 0; /* warm-up */
     /* $OAG_FAULT_ENGINE_INSTANCE=K: every batch of instance K fails (a broken GPU). */
-    const char *k = getenv("OAG_FAULT_ENGINE_INSTANCE");
-    if (k && *k)
-        return atoi(k) == in->ordinal;
-    if (fault_batches < 0) {
-        const char *v = getenv("OAG_FAULT_ENGINE_BATCHES");
-        fault_batches = v ? strtol(v, NULL, 10) : 0;
-    }
-    if (fault_batches > 0) {
-        fault_batches--;
-        return 1;
-    }
+    if (fault_instance >= 0)
+        return fault_instance == in->ordinal;
+    long n = __atomic_load_n(&fault_batches, __ATOMIC_RELAXED);
+    while (n > 0)
+        if (__atomic_compare_exchange_n(&fault_batches, &n, n - 1, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+            return 1;
     return 0;
 }
 #else
 int inst_fault_armed;
+void inst_fault_arm(void) { inst_fault_armed = 1; }
 static int fault_hit(const struct inst *in)
 {
     (void)in;

@@ -67,6 +67,8 @@ struct oag_batch *inst_reap(struct inst *in);
 /* Test builds (-Dfault_injection=true): set once the engines are warmed up; from then on
  * $OAG_FAULT_ENGINE_BATCHES=N fails the next N batches with -EIO. */
 extern int inst_fault_armed;
+/* Arms it (reads the variables once; before the data threads start). */
+void inst_fault_arm(void);
 
 /* fd readable when a batch finished, or -1 (inline: reap right after submit). */
 int inst_event_fd(struct inst *in);
