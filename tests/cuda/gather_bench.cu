@@ -48,6 +48,9 @@
  *   X+dma-d2h / dma-h2d+X  one direction by an SM kernel over the lane's rows, the other as one
  *                       contiguous pinned batch by the copy engine, at once (what rows by
  *                       pointer one way and a contiguous staging area the other way would get)
+ *   pin-* / reg-*       one contiguous copy a batch from/to pinned memory (cudaHostAlloc) or a
+ *                       contiguous range of the registered memfd mapping (what the shared
+ *                       result area is), one way and both ways at once
  *   cpu-tN              N host threads copying the rows from their slots into a contiguous
  *                       pinned buffer and back out to other slots (the host's share if rows
  *                       were staged for the copy engines), GB/s each way
@@ -484,6 +487,46 @@ int main(int argc, char **argv)
     CK(cudaFuncSetAttribute(bulk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)row));
     printf("gather_bench: %u rows of %u bytes, slot %u (%.1f MB a batch), runs of %u; region "
            "in %zu registration(s)\n", rows, row, slot, rows * (double)row / 1e6, run, nregs);
+    /* Contiguous copies, pinned (cudaHostAlloc) against the registered memfd mapping: the
+     * shared result area is such a mapping (the region), the offline ceiling's buffers are
+     * pinned. GB/s one way; "both" runs H2D and D2H at once on two streams (each way). */
+    {
+        size_t nb = (size_t)rows * row;
+        uint8_t *regc = map, *regc2 = map + nb; /* two contiguous ranges of the mapping */
+        uint8_t *pin2c;
+        CK(cudaHostAlloc((void **)&pin2c, nb, cudaHostAllocDefault));
+        const char *cname[] = { "pin-h2d", "reg-h2d", "pin-d2h", "reg-d2h", "pin-both",
+                                "reg-both" };
+        for (int v = 0; v < 6; v++) {
+            float ms = 0;
+            for (int pass = 0; pass < 2; pass++) {
+                CK(cudaEventRecord(a, st));
+                CK(cudaStreamWaitEvent(st2, a, 0));
+                for (int i = 0; i < reps; i++) {
+                    uint8_t *h = v % 2 ? regc : pin, *h2 = v % 2 ? regc2 : pin2c;
+                    if (v < 2)
+                        CK(cudaMemcpyAsync(dev, h, nb, cudaMemcpyHostToDevice, st));
+                    else if (v < 4)
+                        CK(cudaMemcpyAsync(h, dev, nb, cudaMemcpyDeviceToHost, st));
+                    else {
+                        CK(cudaMemcpyAsync(dev, h, nb, cudaMemcpyHostToDevice, st));
+                        CK(cudaMemcpyAsync(h2, dev2, nb, cudaMemcpyDeviceToHost, st2));
+                    }
+                }
+                cudaEvent_t c2;
+                CK(cudaEventCreate(&c2));
+                CK(cudaEventRecord(c2, st2));
+                CK(cudaStreamWaitEvent(st, c2, 0));
+                CK(cudaEventRecord(b, st));
+                CK(cudaEventSynchronize(b));
+                CK(cudaEventElapsedTime(&ms, a, b));
+                CK(cudaEventDestroy(c2));
+            }
+            printf("  %-12s %6.1f GB/s%s\n", cname[v], bytes / (ms / 1e3) / 1e9,
+                   v >= 4 ? " each way" : "");
+        }
+        CK(cudaFreeHost(pin2c));
+    }
     /* packed runs (b1d, m1d): the lane's rows with no header between them */
     uint8_t *pin0 = map, *pout0 = map + (size_t)rows * row;
     void **bd = (void **)calloc(rows, sizeof(void *)), **bs = (void **)calloc(rows, sizeof(void *));
