@@ -6,6 +6,15 @@
  * write per supervisor sleep, not per task). Waiting for results spins for an adaptive, bounded
  * time before sleeping on the completion eventfd, together with the control socket so that a
  * supervisor that goes away is noticed at once.
+ *
+ * $OAG_NT_STORES=1: payloads of NT_MIN bytes or more go into the lane with streaming
+ * (non-temporal) stores. The GPU reads rows across the bus, and a line still modified in a core's
+ * cache comes from there at a third of the speed of one in memory (tests/cuda/gather_bench
+ * "fresh": 16 KB rows 15.8 against 51.9 GB/s by the copy engines, 3 KB rows 22.8 against 39.9).
+ * End to end it pays only while the rows in flight fit in the caches (768 model, 64 agents:
+ * +9-12 %); with more rows in flight they have left the caches anyway and the stores and fence
+ * cost the agents (4096 model: 3-12 % less), so it is off by default (docs/BENCHMARKS.md,
+ * session 7). Flushing lines after a plain copy (clflushopt) cost more than it saved.
  */
 #include <errno.h>
 #include <poll.h>
@@ -21,6 +30,9 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "oag/oag.h"
 #include "remote.h"
@@ -66,6 +78,8 @@ struct oag_client {
     int evmode;                  /* oag_event_fd() was called: keep the wake flag armed */
     int dead;                    /* 0, or the error every call now returns */
     int reserved;                /* oag_reserve() outstanding */
+    int nt;                      /* $OAG_NT_STORES: payloads by streaming stores (the top) */
+    int nt_pending;              /* streaming stores not yet fenced */
     struct stash_ent *stash;     /* completions oag_infer() read for other tickets */
     uint8_t *stash_buf;
     uint32_t nstash;
@@ -301,6 +315,8 @@ OAG_EXPORT int oag_connect(oag_client **out, const char *endpoint)
     c->spin_ns = SPIN_START_NS;
     c->spin_max_ns = SPIN_MAX_NS;
     c->next_ticket = 1;
+    const char *nt = getenv("OAG_NT_STORES");
+    c->nt = nt && *nt == '1';
     const char *spin = getenv("OAG_SPIN_US");
     if (spin && *spin) {
         c->spin_max_ns = (uint64_t)strtoull(spin, NULL, 10) * 1000ull;
@@ -468,6 +484,35 @@ static int check_space(oag_client *c, size_t len)
     return 0;
 }
 
+#define NT_MIN 1024u /* smaller payloads: a plain copy (the header's line is written anyway) */
+
+/* Copies a payload into the lane (dst: a slot's payload, 64-byte aligned). */
+static void put_payload(oag_client *c, void *dst, const void *src, size_t len)
+{
+#if defined(__x86_64__)
+    if (c->nt && len >= NT_MIN && ((uintptr_t)dst & 15) == 0) {
+        uint8_t *d = dst;
+        const uint8_t *p = src;
+        size_t body = len & ~(size_t)63;
+        for (size_t o = 0; o < body; o += 64) {
+            __m128i a = _mm_loadu_si128((const __m128i *)(p + o));
+            __m128i b = _mm_loadu_si128((const __m128i *)(p + o + 16));
+            __m128i e = _mm_loadu_si128((const __m128i *)(p + o + 32));
+            __m128i f = _mm_loadu_si128((const __m128i *)(p + o + 48));
+            _mm_stream_si128((__m128i *)(d + o), a);
+            _mm_stream_si128((__m128i *)(d + o + 16), b);
+            _mm_stream_si128((__m128i *)(d + o + 32), e);
+            _mm_stream_si128((__m128i *)(d + o + 48), f);
+        }
+        if (len > body)
+            memcpy(d + body, p + body, len - body);
+        c->nt_pending = 1; /* fenced before the slot is published */
+        return;
+    }
+#endif
+    memcpy(dst, src, len);
+}
+
 static void fill_and_publish(oag_client *c, struct oag_slot_hdr *s, size_t len,
                              const oag_submit_opts *opts, uint64_t *ticket)
 {
@@ -484,6 +529,12 @@ static void fill_and_publish(oag_client *c, struct oag_slot_hdr *s, size_t len,
         *ticket = s->ticket;
     c->outstanding++;
     c->submitted++;
+#if defined(__x86_64__)
+    if (c->nt_pending) { /* streaming stores are not ordered by the release store */
+        _mm_sfence();
+        c->nt_pending = 0;
+    }
+#endif
     ring_prod_publish(&c->sub, 1);
     kick_supervisor(c);
 }
@@ -506,7 +557,7 @@ OAG_EXPORT int oag_submit_ex(oag_client *c, const void *in, size_t in_len,
     }
     if (rc)
         return rc;
-    memcpy(ring_payload(&c->sub, c->sub.mine), in, in_len);
+    put_payload(c, ring_payload(&c->sub, c->sub.mine), in, in_len);
     fill_and_publish(c, ring_slot(&c->sub, c->sub.mine), in_len, opts, ticket);
     return 0;
 }

@@ -74,14 +74,15 @@ int batcher_init(struct shard *sh)
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         nt = cpus >= 8 ? (int)(cpus / 4 < 8 ? cpus / 4 : 8) : 0;
     }
+    bt->copy_init = 1; /* copypool_fini undoes a partial init too */
     return copypool_init(&bt->copy, nt, 256 * 1024);
 }
 
 void batcher_fini(struct shard *sh)
 {
-    if (!sh->bat.pool && !sh->bat.jobs)
-        return;
-    copypool_fini(&sh->bat.copy);
+    if (sh->bat.copy_init)
+        copypool_fini(&sh->bat.copy);
+    sh->bat.copy_init = 0;
     free(sh->bat.trace);
     free(sh->bat.jobs);
     free(sh->bat.pool);

@@ -241,6 +241,7 @@ struct batcher {
     uint32_t njobs;
     size_t job_bytes;
     struct copypool copy;
+    int copy_init;             /* copy set up (batcher_fini tears it down) */
 };
 
 struct sup {

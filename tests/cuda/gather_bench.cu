@@ -51,6 +51,9 @@
  *   pin-* / reg-*       one contiguous copy a batch from/to pinned memory (cudaHostAlloc) or a
  *                       contiguous range of the registered memfd mapping (what the shared
  *                       result area is), one way and both ways at once
+ *   cold / fresh / fresh-nt  one contiguous H2D and the ld-g32 gather of rows nobody wrote
+ *                       since, of rows 8 host threads wrote just before (plain stores: modified
+ *                       in their caches), and of rows written with streaming stores
  *   cpu-tN              N host threads copying the rows from their slots into a contiguous
  *                       pinned buffer and back out to other slots (the host's share if rows
  *                       were staged for the copy engines), GB/s each way
@@ -66,6 +69,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <emmintrin.h>
 
 #define CK(x)                                                                                 \
     do {                                                                                      \
@@ -408,6 +412,46 @@ static void *b1d_thread(void *arg)
     return NULL;
 }
 
+/* fresh-*: host threads writing a batch's rows just before the device reads them, as agents
+ * do: with plain stores the lines sit modified in those cores' caches when the copy engines or
+ * the gather kernel read them; with streaming stores (nt) they have gone to memory. */
+struct fresh_job {
+    uint8_t *base;
+    size_t bytes;
+    int nt;
+    uint8_t val;
+};
+
+static void *fresh_write(void *arg)
+{
+    struct fresh_job *j = (struct fresh_job *)arg;
+    if (!j->nt) {
+        memset(j->base, j->val, j->bytes);
+        return NULL;
+    }
+    __m128i v = _mm_set1_epi8((char)j->val);
+    for (size_t o = 0; o + 16 <= j->bytes; o += 16)
+        _mm_stream_si128((__m128i *)(j->base + o), v);
+    _mm_sfence();
+    return NULL;
+}
+
+static void fresh_rows(uint8_t *base, size_t bytes, int nthreads, int nt, uint8_t val)
+{
+    pthread_t th[16];
+    struct fresh_job jobs[16];
+    size_t part = (bytes / (size_t)nthreads) & ~(size_t)63;
+    for (int k = 0; k < nthreads; k++) {
+        jobs[k].base = base + (size_t)k * part;
+        jobs[k].bytes = k == nthreads - 1 ? bytes - (size_t)k * part : part;
+        jobs[k].nt = nt;
+        jobs[k].val = val;
+        pthread_create(&th[k], NULL, fresh_write, &jobs[k]);
+    }
+    for (int k = 0; k < nthreads; k++)
+        pthread_join(th[k], NULL);
+}
+
 int main(int argc, char **argv)
 {
     uint32_t row = argc > 1 ? (uint32_t)atoi(argv[1]) : 16384;
@@ -489,8 +533,9 @@ int main(int argc, char **argv)
            "in %zu registration(s)\n", rows, row, slot, rows * (double)row / 1e6, run, nregs);
     /* Contiguous copies, pinned (cudaHostAlloc) against the registered memfd mapping: the
      * shared result area is such a mapping (the region), the offline ceiling's buffers are
-     * pinned. GB/s one way; "both" runs H2D and D2H at once on two streams (each way). */
-    {
+     * pinned. GB/s one way; "both" runs H2D and D2H at once on two streams (each way). With
+     * the region in pieces (GB_PIECE) a range would span registrations: not measured. */
+    if (nregs == 1) {
         size_t nb = (size_t)rows * row;
         uint8_t *regc = map, *regc2 = map + nb; /* two contiguous ranges of the mapping */
         uint8_t *pin2c;
@@ -526,6 +571,41 @@ int main(int argc, char **argv)
                    v >= 4 ? " each way" : "");
         }
         CK(cudaFreeHost(pin2c));
+    }
+    /* fresh-*: the rows written by 8 host threads before each copy (plain stores, or nt:
+     * streaming stores), against rows nobody touched since (cold): one contiguous H2D from the
+     * registered mapping, and the gather kernel over the slots; device time only. */
+    if (nregs == 1) {
+        size_t nb = (size_t)rows * row;
+        const char *fname[] = { "cold", "fresh", "fresh-nt" };
+        for (int mode = 0; mode < 3; mode++) {
+            double ms_dma = 0, ms_ld = 0;
+            for (int i = 0; i < reps; i++) {
+                if (mode)
+                    fresh_rows(map, nb, 8, mode == 2, (uint8_t)i);
+                float ms;
+                CK(cudaEventRecord(a, st));
+                CK(cudaMemcpyAsync(dev, map, nb, cudaMemcpyHostToDevice, st));
+                CK(cudaEventRecord(b, st));
+                CK(cudaEventSynchronize(b));
+                CK(cudaEventElapsedTime(&ms, a, b));
+                ms_dma += ms;
+                if (mode)
+                    fresh_rows(map, nb, 8, mode == 2, (uint8_t)(i + 1));
+                for (uint32_t r = 0; r < rows; r++)
+                    in_ptr[r] = map + (size_t)r * row;
+                CK(cudaEventRecord(a, st));
+                ld16x4g<<<32, 256, 0, st>>>(dev, in_ptr, row, rows);
+                CK(cudaEventRecord(b, st));
+                CK(cudaEventSynchronize(b));
+                CK(cudaEventElapsedTime(&ms, a, b));
+                ms_ld += ms;
+            }
+            printf("  %-9s dma-h2d %6.1f GB/s, ld-g32 %6.1f GB/s\n", fname[mode],
+                   (double)nb * reps / (ms_dma / 1e3) / 1e9, (double)nb * reps / (ms_ld / 1e3) / 1e9);
+        }
+        for (uint32_t r = 0; r < rows; r++)
+            in_ptr[r] = map + 32 + (size_t)r * slot;
     }
     /* packed runs (b1d, m1d): the lane's rows with no header between them */
     uint8_t *pin0 = map, *pout0 = map + (size_t)rows * row;

@@ -4,7 +4,8 @@
  *
  *   (a) spread: four agents attach, two land on each data thread (oag-ctl status --json: each
  *       agent's "shard", each shard's lanes and tasks); four threads each run 3000 tasks of
- *       varied sizes through both shards at once, every result checked byte for byte; each
+ *       varied sizes (1..4000 bytes; two of the agents with $OAG_NT_STORES=1) through both
+ *       shards at once, every result checked byte for byte; each
  *       shard did its own agents' tasks and the sums agree; each shard has its own engine
  *       instance;
  *   (b) a lane cut by a shard thread: a raw agent served by shard 1 publishes a submission index
@@ -43,13 +44,14 @@ struct worker {
     uint64_t ok, wrong;
 };
 
-/* n tasks, 16 in flight, sizes 1..512, every result compared with its input. */
+/* n tasks, 16 in flight, sizes 1..4000 (payloads from 1 KB go into the lane by streaming
+ * stores, tails unaligned), every result compared with its input. */
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     enum { WIN = 16 };
-    uint8_t in[WIN][512];
-    uint32_t len[WIN];
+    static _Thread_local uint8_t in[WIN][4096];
+    uint32_t len[WIN] = { 0 };
     uint64_t tk[WIN];
     int sent = 0, done = 0, out = 0;
     oag_completion d[WIN];
@@ -62,7 +64,7 @@ static void *worker_main(void *arg)
                     slot = k;
                     break;
                 }
-            uint32_t l = 1 + (uint32_t)((sent * 37 + w->id * 11) % 512);
+            uint32_t l = 1 + (uint32_t)((sent * 37 + w->id * 11) % 4000);
             for (uint32_t i = 0; i < l; i++)
                 in[slot][i] = (uint8_t)(sent * 7 + (int)i + w->id * 13);
             int rc = oag_submit(w->c, in[slot], l, &tk[slot]);
@@ -118,8 +120,11 @@ static void test_spread(void)
     for (int i = 0; i < 4; i++) {
         w[i].id = i;
         w[i].n = 3000;
+        /* Two of them put payloads into their lanes by streaming stores (read at connect). */
+        setenv("OAG_NT_STORES", i < 2 ? "1" : "0", 1);
         CHECK_EQ(oag_connect(&w[i].c, s.sock), 0);
     }
+    unsetenv("OAG_NT_STORES");
     cJSON *st = status_json(s.sock);
     CHECK(st != NULL, "no status");
     if (st) {
