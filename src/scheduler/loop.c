@@ -216,15 +216,7 @@ static void sleep_until(struct sup *s, uint64_t now, uint64_t deadline_ns)
         struct io_uring_cqe *cqe;
         sqe_pending = 0;
         io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &ts, NULL);
-        /* Woken soon after falling asleep: spinning that long would have saved the wake-up.
-         * Grow the budget to cover it (see the same rule in the client library). */
-        uint64_t slept = now_ns() - now, max = (uint64_t)s->cfg.spin_us * 1000u;
-        if (slept < max && slept < wait) {
-            uint64_t want = slept + slept / 2;
-            sh->spin_ns = want > sh->spin_ns * 2 ? want : sh->spin_ns * 2;
-            if (sh->spin_ns > max)
-                sh->spin_ns = max;
-        }
+        shard_slept(sh, now_ns() - now, wait);
     }
     sh->sleep_epoch += 1; /* even: awake */
     oag_store_relaxed_u32(&sh->ctl->sleeping, sh->sleep_epoch); /* relaxed: a hint */
@@ -326,22 +318,10 @@ int loop_run(struct sup *s)
             notify_tick(s, now); /* systemd: watchdog pings, STATUS=, STOPPING=1 */
             world_start(s);
         }
-        batcher_expire(sh, now);
-        int got = batcher_collect(sh);
-        uint64_t t1 = now_ns();
-        uint64_t wake_at = UINT64_MAX;
-        int started = batcher_dispatch(sh, now, &wake_at);
-        uint64_t t2 = now_ns();
-        sh->prof.collect_ns += t1 - now;
-        sh->prof.dispatch_ns += t2 - t1;
-        if (got || events || started) {
-            if (sh->spun && got) {
-                uint64_t max = (uint64_t)s->cfg.spin_us * 1000u;
-                sh->spin_ns += sh->spin_ns / 4 + 256;
-                if (sh->spin_ns > max)
-                    sh->spin_ns = max;
-            }
-            sh->spun = 0;
+        uint64_t wake_at;
+        int got;
+        if (shard_pass(sh, now, &wake_at, &got) || events) {
+            shard_busy(sh, got);
             idle_since = 0;
             continue;
         }
@@ -368,28 +348,10 @@ int loop_run(struct sup *s)
             }
         }
         /* Idle: spin a bounded time (about what a wake-up would cost), then sleep. */
-        if (!idle_since)
-            idle_since = now;
-        if (now - idle_since < sh->spin_ns) {
-            /* Pure spin first, then yield between checks so that agents sharing our core run. */
-            if (now - idle_since > 2000)
-                sched_yield();
-            else
-                oag_cpu_relax();
-            sh->spun = 1;
+        if (shard_spin(sh, now, &idle_since))
             continue;
-        }
-        /* The spin found nothing: spin less next time (it grows again when a spin pays). */
-        if (sh->spun && sh->spin_ns > 1000)
-            sh->spin_ns -= sh->spin_ns / 4;
-        sh->spun = 0;
-        uint64_t deadline = next_timer;
-        if (wake_at < deadline)
-            deadline = wake_at;
-        if (sh->bat.next_deadline < deadline)
-            deadline = sh->bat.next_deadline;
         uint64_t ts = now_ns();
-        sleep_until(s, now, deadline);
+        sleep_until(s, now, shard_wake_at(sh, next_timer, wake_at));
         sh->prof.sleep_ns += now_ns() - ts;
         idle_since = 0;
     }

@@ -232,6 +232,71 @@ int shards_busy(struct sup *s)
     return 0;
 }
 
+/* ---- one shard's loop, the parts the main loop shares ------------------------------------ */
+
+int shard_pass(struct shard *sh, uint64_t now, uint64_t *wake_at, int *got)
+{
+    batcher_expire(sh, now);
+    *got = batcher_collect(sh);
+    uint64_t t1 = now_ns();
+    *wake_at = UINT64_MAX;
+    int started = batcher_dispatch(sh, now, wake_at);
+    uint64_t t2 = now_ns();
+    sh->prof.collect_ns += t1 - now;
+    sh->prof.dispatch_ns += t2 - t1;
+    return *got || started;
+}
+
+void shard_busy(struct shard *sh, int got)
+{
+    if (sh->spun && got) { /* a spin found work: spin longer next time */
+        uint64_t max = (uint64_t)sh->s->cfg.spin_us * 1000u;
+        sh->spin_ns += sh->spin_ns / 4 + 256;
+        if (sh->spin_ns > max)
+            sh->spin_ns = max;
+    }
+    sh->spun = 0;
+}
+
+int shard_spin(struct shard *sh, uint64_t now, uint64_t *idle_since)
+{
+    if (!*idle_since)
+        *idle_since = now;
+    if (now - *idle_since < sh->spin_ns) {
+        /* Pure spin first, then yield between checks so that agents sharing our core run. */
+        if (now - *idle_since > 2000)
+            sched_yield();
+        else
+            oag_cpu_relax();
+        sh->spun = 1;
+        return 1;
+    }
+    /* The spin found nothing: spin less next time (it grows again when a spin pays). */
+    if (sh->spun && sh->spin_ns > 1000)
+        sh->spin_ns -= sh->spin_ns / 4;
+    sh->spun = 0;
+    return 0;
+}
+
+uint64_t shard_wake_at(const struct shard *sh, uint64_t timer, uint64_t wake_at)
+{
+    uint64_t t = timer < wake_at ? timer : wake_at;
+    return sh->bat.next_deadline < t ? sh->bat.next_deadline : t;
+}
+
+void shard_slept(struct shard *sh, uint64_t slept, uint64_t wait)
+{
+    /* Woken soon after falling asleep: spinning that long would have saved the wake-up. Grow
+     * the budget to cover it (see the same rule in the client library). */
+    uint64_t max = (uint64_t)sh->s->cfg.spin_us * 1000u;
+    if (slept < max && slept < wait) {
+        uint64_t want = slept + slept / 2;
+        sh->spin_ns = want > sh->spin_ns * 2 ? want : sh->spin_ns * 2;
+        if (sh->spin_ns > max)
+            sh->spin_ns = max;
+    }
+}
+
 /* ---- shard threads --------------------------------------------------------------------- */
 
 /* Sleeps until a doorbell, a finished batch, main's call or the deadline (the protocol of
@@ -270,13 +335,7 @@ static void shard_sleep(struct shard *sh, uint64_t now, uint64_t deadline)
             if ((pf[1].revents & POLLIN) && read(sh->ctl_efd, &v, sizeof v) < 0)
                 log_debug("shard wake read: %s", strerror(errno));
         }
-        uint64_t slept = now_ns() - now, max = (uint64_t)s->cfg.spin_us * 1000u;
-        if (slept < max && slept < wait) {
-            uint64_t want = slept + slept / 2;
-            sh->spin_ns = want > sh->spin_ns * 2 ? want : sh->spin_ns * 2;
-            if (sh->spin_ns > max)
-                sh->spin_ns = max;
-        }
+        shard_slept(sh, now_ns() - now, wait);
     }
     sh->sleep_epoch += 1; /* even: awake */
     oag_store_relaxed_u32(&sh->ctl->sleeping, sh->sleep_epoch);
@@ -285,7 +344,6 @@ static void shard_sleep(struct shard *sh, uint64_t now, uint64_t deadline)
 static void *shard_main(void *arg)
 {
     struct shard *sh = arg;
-    struct sup *s = sh->s;
     uint64_t idle_since = 0;
     sh->prof.start_ns = now_ns();
     for (;;) {
@@ -298,45 +356,17 @@ static void *shard_main(void *arg)
         uint64_t now = now_ns();
         sh->prof.cqe_ns += now - t0;
         sh->prof.iters++;
-        batcher_expire(sh, now);
-        int got = batcher_collect(sh);
-        uint64_t t1 = now_ns();
-        uint64_t wake_at = UINT64_MAX;
-        int started = batcher_dispatch(sh, now, &wake_at);
-        uint64_t t2 = now_ns();
-        sh->prof.collect_ns += t1 - now;
-        sh->prof.dispatch_ns += t2 - t1;
-        if (got || done || started) {
-            if (sh->spun && got) {
-                uint64_t max = (uint64_t)s->cfg.spin_us * 1000u;
-                sh->spin_ns += sh->spin_ns / 4 + 256;
-                if (sh->spin_ns > max)
-                    sh->spin_ns = max;
-            }
-            sh->spun = 0;
+        uint64_t wake_at;
+        int got;
+        if (shard_pass(sh, now, &wake_at, &got) || done) {
+            shard_busy(sh, got);
             idle_since = 0;
             continue;
         }
-        if (!idle_since)
-            idle_since = now;
-        if (now - idle_since < sh->spin_ns) {
-            if (now - idle_since > 2000)
-                sched_yield();
-            else
-                oag_cpu_relax();
-            sh->spun = 1;
+        if (shard_spin(sh, now, &idle_since))
             continue;
-        }
-        if (sh->spun && sh->spin_ns > 1000)
-            sh->spin_ns -= sh->spin_ns / 4;
-        sh->spun = 0;
-        uint64_t deadline = now + SHARD_BACKSTOP_NS;
-        if (wake_at < deadline)
-            deadline = wake_at;
-        if (sh->bat.next_deadline < deadline)
-            deadline = sh->bat.next_deadline;
         uint64_t ts = now_ns();
-        shard_sleep(sh, now, deadline);
+        shard_sleep(sh, now, shard_wake_at(sh, now + SHARD_BACKSTOP_NS, wake_at));
         sh->prof.sleep_ns += now_ns() - ts;
         idle_since = 0;
     }

@@ -89,6 +89,19 @@ void shard_cut(struct shard *sh, struct lane *l, const char *why);
 /* Main thread, world stopped: what shard threads asked for (cuts, instances to reap). */
 void shards_serve_requests(struct sup *s);
 
+/* A shard's loop, the parts the main loop (shard 0) shares with the shard threads:
+ *   shard_pass   deadlines, intake, batches; returns whether it took or started anything
+ *                (*got: tasks taken; *wake_at: when a batch delay runs out)
+ *   shard_busy   after a pass that did something (a spin that found work grows the budget)
+ *   shard_spin   idle: 1 while the adaptive spin budget lasts (spun once more), 0: sleep
+ *   shard_slept  after a sleep of `slept` ns out of `wait`: woken that soon, spin longer
+ *   shard_wake_at  when to wake at the latest: timer, a batch delay, a queued deadline */
+int shard_pass(struct shard *sh, uint64_t now, uint64_t *wake_at, int *got);
+void shard_busy(struct shard *sh, int got);
+int shard_spin(struct shard *sh, uint64_t now, uint64_t *idle_since);
+void shard_slept(struct shard *sh, uint64_t slept, uint64_t wait);
+uint64_t shard_wake_at(const struct shard *sh, uint64_t timer, uint64_t wake_at);
+
 /* Sums over shards (world stopped, or one shard). */
 struct shard_totals {
     uint64_t tasks_done, batches, tasks_total, dropped, timed_out, ok, failed, engine_errors;

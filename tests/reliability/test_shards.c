@@ -98,6 +98,27 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Connects four workers (ids id0.., n tasks each); the first nt_stores of them with
+ * $OAG_NT_STORES=1 (liboag reads it at connect). */
+static void connect_workers(struct worker *w, const char *sock, int id0, int n, int nt_stores)
+{
+    memset(w, 0, 4 * sizeof *w);
+    for (int i = 0; i < 4; i++) {
+        w[i].id = id0 + i;
+        w[i].n = n;
+        setenv("OAG_NT_STORES", i < nt_stores ? "1" : "0", 1);
+        CHECK_EQ(oag_connect(&w[i].c, sock), 0);
+    }
+    unsetenv("OAG_NT_STORES");
+}
+
+static void close_workers(struct worker *w)
+{
+    for (int i = 0; i < 4; i++)
+        if (w[i].c)
+            oag_close(w[i].c);
+}
+
 static void run_workers(struct worker *w, int n)
 {
     for (int i = 0; i < n; i++)
@@ -116,15 +137,7 @@ static void test_spread(void)
     if (rel_sup_start(&s, args))
         return;
     struct worker w[4];
-    memset(w, 0, sizeof w);
-    for (int i = 0; i < 4; i++) {
-        w[i].id = i;
-        w[i].n = 3000;
-        /* Two of them put payloads into their lanes by streaming stores (read at connect). */
-        setenv("OAG_NT_STORES", i < 2 ? "1" : "0", 1);
-        CHECK_EQ(oag_connect(&w[i].c, s.sock), 0);
-    }
-    unsetenv("OAG_NT_STORES");
+    connect_workers(w, s.sock, 0, 3000, 2); /* two by streaming stores */
     cJSON *st = status_json(s.sock);
     CHECK(st != NULL, "no status");
     if (st) {
@@ -177,9 +190,7 @@ static void test_spread(void)
             cJSON_Delete(st);
         }
     }
-    for (int i = 0; i < 4; i++)
-        if (w[i].c)
-            oag_close(w[i].c);
+    close_workers(w);
     CHECK_EQ(rel_sup_stop(&s), 0);
     rel_sup_cleanup(&s);
 }
@@ -302,12 +313,7 @@ static void test_churn(void)
     if (rel_sup_start(&s, args))
         return;
     struct worker w[4];
-    memset(w, 0, sizeof w);
-    for (int i = 0; i < 4; i++) {
-        w[i].id = 10 + i;
-        w[i].n = 4000;
-        CHECK_EQ(oag_connect(&w[i].c, s.sock), 0);
-    }
+    connect_workers(w, s.sock, 10, 4000, 0);
     if (w[0].c && w[1].c && w[2].c && w[3].c) {
         for (int i = 0; i < 4; i++)
             pthread_create(&w[i].th, NULL, worker_main, &w[i]);
@@ -337,9 +343,7 @@ static void test_churn(void)
         }
         CHECK_EQ(rel_status_num(s.sock, "tasks_done"), 4 * 4000 + 40);
     }
-    for (int i = 0; i < 4; i++)
-        if (w[i].c)
-            oag_close(w[i].c);
+    close_workers(w);
     CHECK_EQ(rel_sup_stop(&s), 0);
     rel_sup_cleanup(&s);
 }
