@@ -509,7 +509,8 @@ static const struct opt opts[] = {
       "K shards at attach, each with its own batcher, engine instances\n"
       "(one per GPU each, or --instances), wake-up threads and share\n"
       "of --max-queue and of --shared-results; for fleets whose\n"
-      "tasks/s one thread cannot take in" },
+      "tasks/s one thread cannot take in (oag-ctl status shows\n"
+      "how busy each thread is)" },
     { "waker-threads", O_WAKERS, "N", set_int, 0, WAKERS_MAX, OFF(waker_threads), 0,
       "threads that write agents' wake-ups in bursts (default: one\n"
       "per 4 cores, 1..4; 0: the loop writes them)" },

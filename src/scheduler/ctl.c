@@ -161,10 +161,14 @@ static void status(struct sup *s, struct out *o, int json)
              T.batches ? (double)T.compute_ns / 1e3 / (double)T.batches : 0.0);
         if (s->nsh > 1) {
             outf(o, "data threads %u:", s->nsh);
-            for (uint32_t k = 0; k < s->nsh; k++)
-                outf(o, "%s %u lanes, %llu tasks, %u queued%s", k ? ";" : "", s->sh[k].nactive,
-                     (unsigned long long)s->sh[k].tasks_done, s->sh[k].bat.npend,
-                     oag_load_relaxed_u32(&s->sh[k].ctl->busy) ? " (busy)" : "");
+            for (uint32_t k = 0; k < s->nsh; k++) {
+                const struct shard *sh = &s->sh[k];
+                double wall = sh->prof.start_ns ? (double)(now - sh->prof.start_ns) : 0.0;
+                outf(o, "%s %u lanes, %llu tasks, %u queued%s, thread %.0f%% busy", k ? ";" : "",
+                     sh->nactive, (unsigned long long)sh->tasks_done, sh->bat.npend,
+                     oag_load_relaxed_u32(&sh->ctl->busy) ? " (busy)" : "",
+                     wall > 0 ? 100.0 * (double)shard_busy_ns(sh) / wall : 0.0);
+            }
             outf(o, "\n");
         }
         outf(o, "tasks ok %llu, failed %llu (timed out %llu), engine errors %llu, busy events %llu; "
@@ -220,11 +224,13 @@ static void status(struct sup *s, struct out *o, int json)
         for (uint32_t k = 0; k < s->nsh; k++) {
             const struct shard *sh = &s->sh[k];
             outf(o, "%s{\"id\":%u,\"lanes\":%u,\"tasks_done\":%llu,\"batches\":%llu,"
-                    "\"queued\":%u,\"queue_cap\":%u,\"busy\":%s,\"shared_result_batches\":%llu}",
+                    "\"queued\":%u,\"queue_cap\":%u,\"busy\":%s,\"shared_result_batches\":%llu,"
+                    "\"thread_busy_s\":%.6f,\"thread_wall_s\":%.6f}",
                  k ? "," : "", k, sh->nactive, (unsigned long long)sh->tasks_done,
                  (unsigned long long)sh->bat.batches, sh->bat.npend, sh->bat.pool_cap,
                  oag_load_relaxed_u32(&sh->ctl->busy) ? "true" : "false",
-                 (unsigned long long)sh->res_batches);
+                 (unsigned long long)sh->res_batches, shard_busy_ns(sh) / 1e9,
+                 sh->prof.start_ns ? (double)(now - sh->prof.start_ns) / 1e9 : 0.0);
         }
         outf(o, "],\"engines\":[");
         for (uint32_t i = 0; i < s->ninst; i++) {

@@ -278,6 +278,11 @@ int shard_spin(struct shard *sh, uint64_t now, uint64_t *idle_since)
     return 0;
 }
 
+uint64_t shard_busy_ns(const struct shard *sh)
+{
+    return sh->prof.cqe_ns + sh->prof.collect_ns + sh->prof.dispatch_ns;
+}
+
 uint64_t shard_wake_at(const struct shard *sh, uint64_t timer, uint64_t wake_at)
 {
     uint64_t t = timer < wake_at ? timer : wake_at;

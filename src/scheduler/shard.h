@@ -101,6 +101,10 @@ void shard_busy(struct shard *sh, int got);
 int shard_spin(struct shard *sh, uint64_t now, uint64_t *idle_since);
 void shard_slept(struct shard *sh, uint64_t slept, uint64_t wait);
 uint64_t shard_wake_at(const struct shard *sh, uint64_t timer, uint64_t wake_at);
+/* Time its thread spent working (completions, intake, batches), not spinning idle or asleep:
+ * against the wall time, whether another data thread would help (oag-ctl status). Read with
+ * the world stopped. */
+uint64_t shard_busy_ns(const struct shard *sh);
 
 /* Sums over shards (world stopped, or one shard). */
 struct shard_totals {

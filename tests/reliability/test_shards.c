@@ -180,6 +180,13 @@ static void test_spread(void)
             cJSON_ArrayForEach(sh, cJSON_GetObjectItemCaseSensitive(st, "shards")) {
                 if (k < 2)
                     t[k] = jnum(sh, "tasks_done");
+                /* Each thread worked, and for no longer than it has run. */
+                const cJSON *b = cJSON_GetObjectItemCaseSensitive(sh, "thread_busy_s");
+                const cJSON *wl = cJSON_GetObjectItemCaseSensitive(sh, "thread_wall_s");
+                CHECK(cJSON_IsNumber(b) && cJSON_IsNumber(wl) && b->valuedouble > 0 &&
+                          b->valuedouble <= wl->valuedouble,
+                      "shard %d: busy %.3f s of %.3f s", k, cJSON_IsNumber(b) ? b->valuedouble : -1,
+                      cJSON_IsNumber(wl) ? wl->valuedouble : -1);
                 k++;
             }
             fprintf(stderr, "   tasks by shard: %lld / %lld, total %lld\n", t[0], t[1],
