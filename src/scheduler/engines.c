@@ -269,7 +269,7 @@ int engines_start(struct sup *s)
 }
 
 /* Destroys retired instances that have nothing in flight (world stopped). */
-static void reap_retired(struct sup *s)
+void engines_reap_retired(struct sup *s)
 {
     for (uint32_t i = 0; i < s->ninst;) {
         struct inst *in = s->inst[i];
@@ -304,11 +304,6 @@ static void reap_retired(struct sup *s)
     }
 }
 
-void engines_reap_retired(struct sup *s)
-{
-    reap_retired(s);
-}
-
 /* Main thread: instance idx (shard 0's, or any once the shard threads are gone) has finished
  * batches. */
 void engines_event(struct sup *s, uint32_t idx)
@@ -324,7 +319,7 @@ void engines_event(struct sup *s, uint32_t idx)
         loop_arm_poll(s, fd, ud_make(UD_ENGINE, 0, idx), POLLIN);
     if (in->retired && !in->inflight) {
         world_stop(s);
-        reap_retired(s);
+        engines_reap_retired(s);
         world_start(s);
     }
 }
@@ -543,7 +538,7 @@ void engines_reload_event(struct sup *s)
                      s->model_name, s->model_version, rl.dir);
         }
         log_info("%s", reply);
-        reap_retired(s);
+        engines_reap_retired(s);
         instance_publish(s, 1);
     } else {
         snprintf(reply, sizeof reply, "reload failed, previous model keeps serving: %s", rl.msg);
