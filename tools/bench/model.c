@@ -451,8 +451,9 @@ void print_model_report(const struct opts *o, const struct model_res *mres, int 
         else
             printf("  %-58s %8s  -\n", t, "n/a");
     }
-    printf("\n(busy: the engine's busy time over wall time, from status --json; avg batch: "
-           "rows/batches in the window; latencies are submit to result, sampled)\n");
+    printf("\n(busy: the engine's busy time over wall time, from status --json, summed over its "
+           "instances (with --data-threads K, K share each GPU); avg batch: rows/batches in the "
+           "window; latencies are submit to result, sampled)\n");
     fflush(stdout);
 }
 
