@@ -1,5 +1,5 @@
 /*
- * loop.c - the supervisor's one event loop.
+ * loop.c - the supervisor's main event loop (control plane, and shard 0's data plane).
  *
  * io_uring carries everything that is not a lane: the control socket, connections, signals
  * (signalfd), child exits (pidfds), agents' output pipes and the doorbell eventfd; timers are the
