@@ -339,12 +339,8 @@ int engines_reap_shard(struct shard *sh)
         }
         idle_retired |= in->retired && !in->inflight;
     }
-    if (idle_retired) { /* main destroys it (the instance array is main's to change) */
-        oag_store_release_u32(&sh->want_main, 1);
-        uint64_t one = 1;
-        if (write(s->kick_fd, &one, sizeof one) < 0 && errno != EAGAIN)
-            log_debug("kick: %s", strerror(errno));
-    }
+    if (idle_retired) /* main destroys it (the instance array is main's to change) */
+        shard_ask_main(sh);
     return n;
 }
 

@@ -149,7 +149,7 @@ void world_start(struct sup *s)
 
 /* ---- requests to the main thread ------------------------------------------------------- */
 
-static void ask_main(struct shard *sh)
+void shard_ask_main(struct shard *sh)
 {
     oag_store_release_u32(&sh->want_main, 1);
     uint64_t one = 1;
@@ -165,7 +165,7 @@ void shard_cut(struct shard *sh, struct lane *l, const char *why)
     }
     if (!l->cut_why) {
         l->cut_why = why;
-        ask_main(sh);
+        shard_ask_main(sh);
     }
 }
 

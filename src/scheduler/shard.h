@@ -86,6 +86,9 @@ void world_start(struct sup *s);
 struct shard *shard_pick(struct sup *s);
 /* A lane found broken by its shard: cut now on the main thread, else asked of main. */
 void shard_cut(struct shard *sh, struct lane *l, const char *why);
+/* Shard thread: asks the main thread to look at its requests (a lane's cut_why, an idle
+ * retired instance); main serves them with the world stopped. */
+void shard_ask_main(struct shard *sh);
 /* Main thread, world stopped: what shard threads asked for (cuts, instances to reap). */
 void shards_serve_requests(struct sup *s);
 
