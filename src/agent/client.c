@@ -7,14 +7,16 @@
  * time before sleeping on the completion eventfd, together with the control socket so that a
  * supervisor that goes away is noticed at once.
  *
- * $OAG_NT_STORES=1: payloads of NT_MIN bytes or more go into the lane with streaming
- * (non-temporal) stores. The GPU reads rows across the bus, and a line still modified in a core's
- * cache comes from there at a third of the speed of one in memory (tests/cuda/gather_bench
- * "fresh": 16 KB rows 15.8 against 51.9 GB/s by the copy engines, 3 KB rows 22.8 against 39.9).
- * End to end it pays only while the rows in flight fit in the caches (768 model, 64 agents:
- * +9-12 %); with more rows in flight they have left the caches anyway and the stores and fence
- * cost the agents (4096 model: 3-12 % less), so it is off by default (docs/BENCHMARKS.md,
- * session 7). Flushing lines after a plain copy (clflushopt) cost more than it saved.
+ * Streaming stores: payloads of NT_MIN bytes or more go into the lane with streaming
+ * (non-temporal) stores while the supervisor advises it (OAG_HINT_STREAM_ROWS in the region
+ * header, read at each such submit), or always with $OAG_NT_STORES=1 (never with 0). A GPU
+ * reads rows across the bus, and a line still modified in a core's cache comes from there at a
+ * third of the speed of one in memory (tests/cuda/gather_bench "fresh": 16 KB rows 15.8
+ * against 51.9 GB/s by the copy engines, 3 KB rows 22.8 against 39.9). End to end it pays only
+ * while the rows in flight fit in the cores' caches (768 model, 64 agents: +13 %); with more
+ * rows in flight they have left for the L3 anyway and the stores and fence cost the agents
+ * (4096 model: 3-9 % less): the supervisor decides (src/scheduler/hints.h). Flushing lines after
+ * a plain copy (clflushopt, clwb) or demoting them (cldemote) cost more than it saved.
  */
 #include <errno.h>
 #include <poll.h>
@@ -78,7 +80,8 @@ struct oag_client {
     int evmode;                  /* oag_event_fd() was called: keep the wake flag armed */
     int dead;                    /* 0, or the error every call now returns */
     int reserved;                /* oag_reserve() outstanding */
-    int nt;                      /* $OAG_NT_STORES: payloads by streaming stores (the top) */
+    int nt;                      /* $OAG_NT_STORES: payloads by streaming stores: 1 always, 0
+                                    never, -1 (unset) as the supervisor advises (the top) */
     int nt_pending;              /* streaming stores not yet fenced */
     struct stash_ent *stash;     /* completions oag_infer() read for other tickets */
     uint8_t *stash_buf;
@@ -316,7 +319,7 @@ OAG_EXPORT int oag_connect(oag_client **out, const char *endpoint)
     c->spin_max_ns = SPIN_MAX_NS;
     c->next_ticket = 1;
     const char *nt = getenv("OAG_NT_STORES");
-    c->nt = nt && *nt == '1';
+    c->nt = nt && *nt ? *nt == '1' : -1; /* unset: the supervisor's advice */
     const char *spin = getenv("OAG_SPIN_US");
     if (spin && *spin) {
         c->spin_max_ns = (uint64_t)strtoull(spin, NULL, 10) * 1000ull;
@@ -490,7 +493,9 @@ static int check_space(oag_client *c, size_t len)
 static void put_payload(oag_client *c, void *dst, const void *src, size_t len)
 {
 #if defined(__x86_64__)
-    if (c->nt && len >= NT_MIN && ((uintptr_t)dst & 15) == 0) {
+    if (len >= NT_MIN && ((uintptr_t)dst & 15) == 0 &&
+        (c->nt > 0 ||
+         (c->nt < 0 && (oag_load_relaxed_u32(&c->region->hdr.hints) & OAG_HINT_STREAM_ROWS)))) {
         uint8_t *d = dst;
         const uint8_t *p = src;
         size_t body = len & ~(size_t)63;

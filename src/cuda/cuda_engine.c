@@ -1626,5 +1626,6 @@ const struct oag_engine_ops engine_cuda_ops = {
     .inflight = cuda_inflight,
     .stats = cuda_stats,
     .host_register = cuda_host_register,
+    .bus_reads = 1,
     .host_unregister = cuda_host_unregister,
 };

@@ -94,6 +94,10 @@ struct oag_engine_ops {
      * Called from the scheduler's thread. */
     int (*host_register)(struct oag_engine *e, void *p, size_t len);
     void (*host_unregister)(void *p);
+    /* 1: rows by pointer are read by a device across the bus, which takes a line still
+     * modified in a core's cache at a fraction of the speed of one in memory (the scheduler
+     * then may advise agents to write rows with streaming stores: scheduler/hints.h). */
+    int bus_reads;
 };
 
 /* The table for a backend name, or NULL. */

@@ -262,6 +262,21 @@ static int set_backend(struct parse *p, const struct opt *o, const char *v)
     return 0;
 }
 
+static int set_stream_rows(struct parse *p, const struct opt *o, const char *v)
+{
+    if (!strcmp(v, "auto"))
+        p->c->stream_rows = -1;
+    else if (!strcmp(v, "on"))
+        p->c->stream_rows = 1;
+    else if (!strcmp(v, "off"))
+        p->c->stream_rows = 0;
+    else {
+        opt_err(p, o->name, "expected auto, on or off, got '%s'", v);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static int set_ring_slots(struct parse *p, const struct opt *o, const char *v)
 {
     uint32_t x;
@@ -446,7 +461,7 @@ enum {
     O_RDELAY, O_RMAX, O_RBURST, O_RWINDOW, O_STOP, O_ALLOW_UID, O_ALLOW_GID, O_SOCK_MODE,
     O_LOG_DIR, O_LOG_MAX, O_LOG_KEEP, O_EXIT_FLEET, O_GPUS, O_THREADS, O_PREFERRED, O_MAX_QUEUE,
     O_IN_ORDER, O_COPY_THREADS, O_METRICS, O_COPY_ROWS, O_INSTANCES, O_AGENT_NICE, O_WAKERS,
-    O_QUANTUM, O_SHARED_RESULTS, O_DATA_THREADS,
+    O_QUANTUM, O_SHARED_RESULTS, O_DATA_THREADS, O_STREAM_ROWS,
     O_LISTEN, O_ADVERTISE, O_CURVE_SECRET, O_CURVE_ALLOWED, O_ETCD, O_ETCD_PREFIX, O_ETCD_TTL,
     O_FORWARD, O_NET_LANES, O_NET_BATCH_MAX, O_NET_BATCH_DELAY, O_NET_WINDOW, O_NET_FRAME_MAX, O_NET_HWM,
 };
@@ -511,6 +526,10 @@ static const struct opt opts[] = {
       "of --max-queue and of --shared-results; for fleets whose\n"
       "tasks/s one thread cannot take in (oag-ctl status shows\n"
       "how busy each thread is)" },
+    { "stream-rows", O_STREAM_ROWS, "auto|on|off", set_stream_rows, 0, 0, 0, 0,
+      "advise agents to write rows of 1 KB or more with streaming\n"
+      "stores (default auto: while a GPU reads them in place and the\n"
+      "rows in flight fit in the agents' cores' L2 caches)" },
     { "waker-threads", O_WAKERS, "N", set_int, 0, WAKERS_MAX, OFF(waker_threads), 0,
       "threads that write agents' wake-ups in bursts (default: one\n"
       "per 4 cores, 1..4; 0: the loop writes them)" },
@@ -827,6 +846,7 @@ void config_defaults(struct sup_config *c)
     c->copy_threads = -1;
     c->waker_threads = -1;
     c->data_threads = 1;
+    c->stream_rows = -1;
     c->instances = 1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     c->threads = ncpu >= 8 ? (int)(ncpu / 4) : 1; /* BLAS threads for the cpu engine */

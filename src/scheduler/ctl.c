@@ -93,6 +93,11 @@ static long heartbeat_age_ms(struct lane *l, uint64_t now, uint64_t *submitted,
     return (long)((now - st.heartbeat_ns) / 1000000u);
 }
 
+static const char *stream_mode(const struct sup *s)
+{
+    return s->cfg.stream_rows < 0 ? "auto" : s->cfg.stream_rows ? "on" : "off";
+}
+
 static void status(struct sup *s, struct out *o, int json)
 {
     struct shard_totals T;
@@ -112,7 +117,9 @@ static void status(struct sup *s, struct out *o, int json)
                 "\"copy_rows\":%s,\"wakes\":%llu,\"wakes_by_thread\":%llu,"
                 "\"batches_retried\":%llu,\"waker_threads\":%d,\"agent_nice\":%d,"
                 "\"intake_quantum\":%u,\"shared_results\":%u,\"shared_result_batches\":%llu,"
-                "\"shared_result_fallbacks\":%llu,\"data_threads\":%u,\"agents\":[",
+                "\"shared_result_fallbacks\":%llu,\"data_threads\":%u,"
+                "\"stream_rows\":{\"mode\":\"%s\",\"on\":%s,\"why\":\"%s\","
+                "\"kb_in_flight_per_core\":%llu,\"l2_kb\":%llu},\"agents\":[",
              (int)getpid(), s->cfg.name, s->engine_ops->name, up, (unsigned long long)T.tasks_done,
              (unsigned long long)T.batches, (unsigned long long)T.dropped,
              (unsigned long long)T.timed_out, (unsigned long long)s->cut_offs,
@@ -127,7 +134,9 @@ static void status(struct sup *s, struct out *o, int json)
              (unsigned long long)T.wakes, (unsigned long long)T.wakes_handed,
              (unsigned long long)T.retried, T.wakers, s->cfg.agent_nice,
              s->cfg.intake_quantum, s->res.n, (unsigned long long)T.res_batches,
-             (unsigned long long)T.res_fallbacks, s->nsh);
+             (unsigned long long)T.res_fallbacks, s->nsh, stream_mode(s),
+             s->hints.on ? "true" : "false", hints_why(s->hints.why),
+             (unsigned long long)(s->hints.per_cpu >> 10), (unsigned long long)(s->hints.l2 >> 10));
     } else {
         outf(o, "supervisor pid %d name %s engine %s up %.1fs tasks %llu batches %llu "
                 "(avg %.1f) lanes %u fleet %d\n",
@@ -143,6 +152,9 @@ static void status(struct sup *s, struct out *o, int json)
         outf(o, "wake-ups %llu (%llu by %d waker threads); agents at nice +%d\n",
              (unsigned long long)T.wakes, (unsigned long long)T.wakes_handed,
              T.wakers, s->cfg.agent_nice);
+        outf(o, "streaming stores for rows: %s (%s: %s; %llu KB in flight per core, L2 %llu KB)\n",
+             s->hints.on ? "advised" : "not advised", stream_mode(s), hints_why(s->hints.why),
+             (unsigned long long)(s->hints.per_cpu >> 10), (unsigned long long)(s->hints.l2 >> 10));
         if (s->res.n)
             outf(o, "shared results: %u chunks of %llu KB; batches %llu there, %llu found every "
                     "chunk still read (results into the lanes)\n", s->res.n,

@@ -210,6 +210,7 @@ static int open_region(struct sup *s)
                          ? (uint32_t)s->cfg.data_threads : 1;
     for (uint32_t i = 0; i < OAG_MAX_SHARDS; i++)
         oag_store_relaxed_u32(&r->shard[i].sleeping, 0);
+    hints_init(s);
     instance_publish(s, 0);
     oag_store_relaxed_u32(&r->hdr.abi, OAG_ABI_VERSION);
     /* Last, with release: pairs with the acquire in the agent's map_region(). */

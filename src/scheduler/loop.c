@@ -315,6 +315,7 @@ int loop_run(struct sup *s)
             world_stop(s);
             fleet_tick(s, now, &next_timer);
             engines_recover(s, now);
+            hints_tick(s, now); /* advice to agents (hints.h), every 100 ms */
             notify_tick(s, now); /* systemd: watchdog pings, STATUS=, STOPPING=1 */
             world_start(s);
         }

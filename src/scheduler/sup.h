@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "copy.h"
+#include "hints.h"
 #include "results.h"
 #include "waker.h"
 #include "engine/engine.h"
@@ -69,6 +70,7 @@ struct sup_config {
     uint32_t intake_quantum;   /* tasks per lane per intake sweep (0: auto, batcher.c) */
     uint32_t shared_results;   /* chunks of the shared result area (0: none; results.h) */
     int data_threads;          /* threads serving lanes (shards; shard.h), 1..OAG_MAX_SHARDS */
+    int stream_rows;           /* --stream-rows: -1 auto, 0 off, 1 on (hints.h) */
     int agent_nice;            /* agents run this many nice levels below the supervisor */
     const char *config_path;   /* --config FILE, or NULL */
     uint64_t log_max_bytes;    /* --log-dir: rotate agent-ID.log before it exceeds this */
@@ -276,6 +278,7 @@ struct sup {
     int nagents;               /* allocated records */
     int fleet_size;            /* wanted */
 
+    struct hints hints;        /* advice to agents in the region header (hints.h) */
     struct shard *sh;          /* the data plane: nsh shards, shard 0 on the main loop thread */
     uint32_t nsh;
     int stop_depth;            /* world_stop() nesting (main thread) */

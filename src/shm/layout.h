@@ -7,7 +7,8 @@
  * 1. The region (one per supervisor, shm_open "/oag-UID-NAME", 0600). Written only by the
  *    supervisor; agents receive a read-only fd and map it PROT_READ, so they cannot change it.
  *
- *      0      struct oag_region_hdr   magic, abi (stored last, release), sizes, pid
+ *      0      struct oag_region_hdr   magic, abi (stored last, release), sizes, pid, hints
+ *                                       (OAG_HINT_*: rewritten while the supervisor runs)
  *      64     struct oag_shard_ctl[16]  one line per data-plane thread of the supervisor (its
  *                                       shard; --data-threads, ABI 4), hdr.nshards of them used:
  *               +0 oag_atomic_u32 sleeping  sleep epoch: the shard makes it odd before it
@@ -71,9 +72,16 @@ struct oag_region_hdr {
     uint64_t results_off;   /* the shared result area: page aligned, 0 when there is none */
     uint64_t results_size;  /* its bytes */
     uint32_t nshards;       /* shard lines in use, 1..OAG_MAX_SHARDS (ABI 4) */
-    uint8_t pad[12];
+    oag_atomic_u32 hints;   /* OAG_HINT_*: advice to agents, the supervisor rewrites it while
+                               it runs (relaxed); 0 from a supervisor that gives none */
+    uint8_t pad[8];
 };
 _Static_assert(sizeof(struct oag_region_hdr) == 64, "region header is one cache line");
+
+/* hints: payloads of 1 KB or more are best written with streaming stores. Set while a device
+ * reads rows across the bus and the rows in flight would sit modified in the writers' caches
+ * when it does (src/scheduler/hints.h). */
+#define OAG_HINT_STREAM_ROWS 1u
 
 /* Published by the supervisor; agents copy it out through the latch. */
 struct oag_global_state {

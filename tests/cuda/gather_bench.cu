@@ -51,9 +51,11 @@
  *   pin-* / reg-*       one contiguous copy a batch from/to pinned memory (cudaHostAlloc) or a
  *                       contiguous range of the registered memfd mapping (what the shared
  *                       result area is), one way and both ways at once
- *   cold / fresh / fresh-nt  one contiguous H2D and the ld-g32 gather of rows nobody wrote
- *                       since, of rows 8 host threads wrote just before (plain stores: modified
- *                       in their caches), and of rows written with streaming stores
+ *   cold / fresh / fresh-nt / fresh-dem / fresh-clwb  one contiguous H2D and the ld-g32
+ *                       gather of rows nobody wrote since, of rows 8 host threads wrote just
+ *                       before (plain stores: modified in their caches), of rows written with
+ *                       streaming stores, and of rows written plainly and then demoted to the
+ *                       L3 (cldemote) or written back (clwb) line by line
  *   cpu-tN              N host threads copying the rows from their slots into a contiguous
  *                       pinned buffer and back out to other slots (the host's share if rows
  *                       were staged for the copy engines), GB/s each way
@@ -425,8 +427,17 @@ struct fresh_job {
 static void *fresh_write(void *arg)
 {
     struct fresh_job *j = (struct fresh_job *)arg;
-    if (!j->nt) {
+    if (j->nt != 1) {
         memset(j->base, j->val, j->bytes);
+        uintptr_t a = (uintptr_t)j->base, e = a + j->bytes;
+        if (j->nt == 2)
+            for (; a < e; a += 64)
+                __asm__ volatile(".byte 0x0f, 0x1c, 0x00" ::"a"(a) : "memory"); /* cldemote */
+        else if (j->nt == 3) {
+            for (; a < e; a += 64)
+                __asm__ volatile(".byte 0x66, 0x0f, 0xae, 0x30" ::"a"(a) : "memory"); /* clwb */
+            _mm_sfence();
+        }
         return NULL;
     }
     __m128i v = _mm_set1_epi8((char)j->val);
@@ -577,12 +588,12 @@ int main(int argc, char **argv)
      * registered mapping, and the gather kernel over the slots; device time only. */
     if (nregs == 1) {
         size_t nb = (size_t)rows * row;
-        const char *fname[] = { "cold", "fresh", "fresh-nt" };
-        for (int mode = 0; mode < 3; mode++) {
+        const char *fname[] = { "cold", "fresh", "fresh-nt", "fresh-dem", "fresh-clwb" };
+        for (int mode = 0; mode < 5; mode++) {
             double ms_dma = 0, ms_ld = 0;
             for (int i = 0; i < reps; i++) {
                 if (mode)
-                    fresh_rows(map, nb, 8, mode == 2, (uint8_t)i);
+                    fresh_rows(map, nb, 8, mode - 1, (uint8_t)i);
                 float ms;
                 CK(cudaEventRecord(a, st));
                 CK(cudaMemcpyAsync(dev, map, nb, cudaMemcpyHostToDevice, st));
@@ -591,7 +602,7 @@ int main(int argc, char **argv)
                 CK(cudaEventElapsedTime(&ms, a, b));
                 ms_dma += ms;
                 if (mode)
-                    fresh_rows(map, nb, 8, mode == 2, (uint8_t)(i + 1));
+                    fresh_rows(map, nb, 8, mode - 1, (uint8_t)(i + 1));
                 for (uint32_t r = 0; r < rows; r++)
                     in_ptr[r] = map + (size_t)r * row;
                 CK(cudaEventRecord(a, st));

@@ -193,6 +193,7 @@ struct off_shared {
 
 struct eng_stats {
     int ok;
+    int stream_rows;         /* the supervisor advises streaming stores: 1, 0, -1 unknown */
     double busy_s, compute_s, queue_s;
     uint64_t rows, batches;
 };
@@ -206,6 +207,7 @@ struct mrun_res {
     double mean_us, p50_us, p99_us, p999_us;
     double busy_frac;        /* engine busy time / wall time over the window; < 0: unknown */
     double avg_batch;        /* rows / batches over the window; 0: unknown */
+    int stream_rows;         /* the supervisor advised streaming stores at the end (-1: ?) */
     uint64_t errors, mismatches, busy_retries, checked;
     uint64_t done, timeouts; /* completed in the window; late or -ETIMEDOUT */
     double p90_us;

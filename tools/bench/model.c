@@ -299,6 +299,8 @@ static void print_mrow(const struct mrun_res *r, const char *label, const struct
     if (ceil_row)
         printf("  %6.2fx of %s/s", r->tasks_s / ceil_row->rows_s,
                fmt_rate(f, sizeof f, ceil_row->rows_s));
+    if (r->stream_rows == 1)
+        printf("  (streaming stores)");
     printf("\n");
 }
 

@@ -364,6 +364,7 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
     res->window = cfg->window;
     res->sync = cfg->sync;
     res->busy_frac = -1;
+    res->stream_rows = -1;
     if (!sh || !pids) {
         rc = -ENOMEM;
         goto out;
@@ -568,6 +569,8 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
         res->p99_us = pct_us(samples, m, 0.99);
         res->p999_us = pct_us(samples, m, 0.999);
     }
+    if (st1.ok)
+        res->stream_rows = st1.stream_rows;
     if (st0.ok && st1.ok && q1 > q0) {
         res->busy_frac = (st1.busy_s - st0.busy_s) / ((double)(q1 - q0) / 1e9);
         if (st1.batches > st0.batches)

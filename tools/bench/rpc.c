@@ -225,6 +225,7 @@ void rpc_stop(struct rpc_srv *s)
 void rpc_read_stats(const struct rpc_srv *s, struct eng_stats *st)
 {
     memset(st, 0, sizeof *st);
+    st->stream_rows = -1; /* not an oag supervisor */
     st->busy_s = (double)oag_load_relaxed_u64(&s->st->busy_ns) / 1e9;
     st->compute_s = st->busy_s;
     st->rows = oag_load_relaxed_u64(&s->st->rows);

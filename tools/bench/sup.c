@@ -270,6 +270,10 @@ static int parse_status(const char *json, struct eng_stats *st)
     q = strstr(end, "\"compute_s\":");
     if (q)
         st->compute_s = strtod(q + strlen("\"compute_s\":"), NULL);
+    st->stream_rows = -1;
+    q = strstr(json, "\"stream_rows\":{");
+    if (q && (q = strstr(q, "\"on\":")) != NULL)
+        st->stream_rows = !strncmp(q + strlen("\"on\":"), "true", 4);
     st->ok = 1;
     return 0;
 }

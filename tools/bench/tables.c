@@ -55,6 +55,8 @@ void jrow_mrun(cJSON *row, const struct mrun_res *r)
     jnum(row, "p99_us", r->p99_us);
     jnum(row, "busy_pct", r->busy_frac >= 0 ? r->busy_frac * 100 : NAN);
     jnum(row, "avg_batch", r->avg_batch);
+    if (r->stream_rows >= 0)
+        cJSON_AddBoolToObject(row, "stream_rows", r->stream_rows);
     jnum(row, "done", (double)r->done);
     jnum(row, "errors", (double)r->errors);
     jnum(row, "timeouts", (double)r->timeouts);
