@@ -545,3 +545,11 @@ void engines_reload_event(struct sup *s)
         rl.ctl_fd = -1;
     }
 }
+
+const struct oag_model *engines_model(const struct sup *s)
+{
+    for (uint32_t i = 0; i < s->ninst; i++)
+        if (!s->inst[i]->retired && s->inst[i]->model)
+            return s->inst[i]->model;
+    return NULL;
+}

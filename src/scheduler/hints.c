@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include "hints.h"
-#include "inst.h"
 #include "log.h"
 #include "model/model.h"
 #include "sup.h"
@@ -27,10 +26,8 @@ void hints_init(struct sup *s)
 /* Bytes of one task's input row: the model's, else the largest payload. */
 static uint64_t row_bytes(const struct sup *s)
 {
-    for (uint32_t i = 0; i < s->ninst; i++)
-        if (!s->inst[i]->retired && s->inst[i]->model)
-            return (uint64_t)s->inst[i]->model->input_dim * 4u;
-    return s->cfg.max_payload;
+    const struct oag_model *m = engines_model(s);
+    return m ? (uint64_t)m->input_dim * 4u : s->cfg.max_payload;
 }
 
 void hints_tick(struct sup *s, uint64_t now)

@@ -271,12 +271,11 @@ void instance_publish(struct sup *s, int ready)
     snprintf(g.engine, sizeof g.engine, "%s", s->engine_ops ? s->engine_ops->name : s->cfg.backend);
     snprintf(g.model, sizeof g.model, "%s", s->model_name);
     g.model_version = s->model_version;
-    for (uint32_t i = 0; i < s->ninst; i++)
-        if (!s->inst[i]->retired && s->inst[i]->model) {
-            g.input_dim = s->inst[i]->model->input_dim;
-            g.output_dim = s->inst[i]->model->output_dim;
-            break;
-        }
+    const struct oag_model *m = engines_model(s);
+    if (m) {
+        g.input_dim = m->input_dim;
+        g.output_dim = m->output_dim;
+    }
     latch_write(&s->region->global.seq, s->region->global.rec[0], sizeof g / 8, &g);
     s->last_publish_ns = now_ns();
 }

@@ -341,6 +341,8 @@ int engines_usable_shard(struct shard *sh);
 /* Makes host memory usable for rows by pointer (ops->host_register on a healthy instance):
  * 0, -ENOTSUP (the backend has no such op), -ENODEV (no healthy instance), or its error. */
 int engines_host_register(struct sup *s, void *p, size_t len);
+/* The model the current (not retiring) instances serve, or NULL (engines without one). */
+const struct oag_model *engines_model(const struct sup *s);
 void engines_recover(struct sup *s, uint64_t now);
 int engines_reload_wait_fd(int fd);
 
