@@ -866,6 +866,7 @@ static void *completer(void *arg)
 {
     struct oag_engine *e = arg;
     (void)cudaSetDevice(e->dev);
+    prctl(PR_SET_NAME, "oag-cu-done");
     prctl(PR_SET_TIMERSLACK, 1000UL); /* sleeps end within ~1 us of the predicted end */
     pthread_mutex_lock(&e->mu);
     for (;;) {
@@ -1409,6 +1410,7 @@ static void *launch_thread(void *arg)
 {
     struct oag_engine *e = arg;
     (void)cudaSetDevice(e->dev);
+    prctl(PR_SET_NAME, "oag-cu-launch");
     pthread_mutex_lock(&e->mu);
     for (;;) {
         if (e->sub_seq >= e->launch_req) {
@@ -1627,5 +1629,6 @@ const struct oag_engine_ops engine_cuda_ops = {
     .stats = cuda_stats,
     .host_register = cuda_host_register,
     .bus_reads = 1,
+    .devices = oag__cuda_device_count,
     .host_unregister = cuda_host_unregister,
 };

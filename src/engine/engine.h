@@ -98,6 +98,9 @@ struct oag_engine_ops {
      * modified in a core's cache at a fraction of the speed of one in memory (the scheduler
      * then may advise agents to write rows with streaming stores: scheduler/hints.h). */
     int bus_reads;
+    /* Optional (NULL: the backend needs no device): devices this backend could use now, 0 if
+     * none; cheap, creates no engine (the supervisor sizes its data plane before it builds). */
+    int (*devices)(void);
 };
 
 /* The table for a backend name, or NULL. */

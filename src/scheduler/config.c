@@ -262,6 +262,20 @@ static int set_backend(struct parse *p, const struct opt *o, const char *v)
     return 0;
 }
 
+/* "auto" (0, resolved at start: shards_auto) or K. */
+static int set_int_auto(struct parse *p, const struct opt *o, const char *v)
+{
+    if (!strcmp(v, "auto")) {
+        *FIELD(p, o, int) = 0;
+        return 0;
+    }
+    if (strspn(v, "0123456789") != strlen(v)) {
+        opt_err(p, o->name, "expected auto or a count from %u to %u, got '%s'", o->min, o->max, v);
+        return -EINVAL;
+    }
+    return set_int(p, o, v);
+}
+
 static int set_stream_rows(struct parse *p, const struct opt *o, const char *v)
 {
     if (!strcmp(v, "auto"))
@@ -519,13 +533,15 @@ static const struct opt opts[] = {
     { "copy-threads", O_COPY_THREADS, "N", set_int, 0, 64, OFF(copy_threads), 0,
       "threads that help copy rows of large batches (default: a\n"
       "quarter of the cores, at most 8, none below 8 cores)" },
-    { "data-threads", O_DATA_THREADS, "K", set_int, 1, OAG_MAX_SHARDS, OFF(data_threads), 0,
-      "threads serving the lanes (default 1): agents are spread over\n"
-      "K shards at attach, each with its own batcher, engine instances\n"
-      "(one per GPU each, or --instances), wake-up threads and share\n"
-      "of --max-queue and of --shared-results; for fleets whose\n"
-      "tasks/s one thread cannot take in (oag-ctl status shows\n"
-      "how busy each thread is)" },
+    { "data-threads", O_DATA_THREADS, "K|auto", set_int_auto, 1, OAG_MAX_SHARDS,
+      OFF(data_threads), 0,
+      "threads serving the lanes (default auto: 2 for a GPU engine on\n"
+      "8 CPUs or more, else 1):\n"
+      "agents are spread over K shards at attach, each with its own\n"
+      "batcher, engine instances (one per GPU each, or --instances),\n"
+      "wake-up threads and share of --max-queue and of\n"
+      "--shared-results; for fleets whose tasks/s one thread cannot\n"
+      "take in (oag-ctl status shows how busy each thread is)" },
     { "stream-rows", O_STREAM_ROWS, "auto|on|off", set_stream_rows, 0, 0, 0, 0,
       "advise agents to write rows of 1 KB or more with streaming\n"
       "stores (default auto: while a GPU reads them in place and the\n"
@@ -845,7 +861,7 @@ void config_defaults(struct sup_config *c)
     c->max_queue = 4096;
     c->copy_threads = -1;
     c->waker_threads = -1;
-    c->data_threads = 1;
+    c->data_threads = 0; /* auto */
     c->stream_rows = -1;
     c->instances = 1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -914,7 +930,7 @@ static int check_all(struct parse *p)
                     c->preferred[i], c->max_batch);
             return -EINVAL;
         }
-    if (c->max_queue < (uint64_t)c->max_batch * (uint32_t)c->data_threads)
+    if (c->data_threads > 1 && c->max_queue < (uint64_t)c->max_batch * (uint32_t)c->data_threads)
         fprintf(stderr, "oag-supervisor: warning: --max-queue %u split over %d data threads "
                         "holds fewer tasks per thread than --max-batch %u\n", c->max_queue,
                 c->data_threads, c->max_batch);

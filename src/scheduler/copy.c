@@ -3,6 +3,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "copy.h"
 #include "shm/atomic.h"
@@ -23,6 +24,7 @@ struct worker_arg {
 static void *worker(void *arg)
 {
     struct worker_arg *wa = arg;
+    prctl(PR_SET_NAME, "oag-copy");
     struct copypool *p = wa->p;
     int part = wa->part;
     free(wa);

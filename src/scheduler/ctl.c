@@ -118,6 +118,7 @@ static void status(struct sup *s, struct out *o, int json)
                 "\"batches_retried\":%llu,\"waker_threads\":%d,\"agent_nice\":%d,"
                 "\"intake_quantum\":%u,\"shared_results\":%u,\"shared_result_batches\":%llu,"
                 "\"shared_result_fallbacks\":%llu,\"data_threads\":%u,"
+                "\"data_threads_auto\":%s,\"data_threads_why\":\"%s\","
                 "\"stream_rows\":{\"mode\":\"%s\",\"on\":%s,\"why\":\"%s\","
                 "\"kb_in_flight_per_core\":%llu,\"l2_kb\":%llu},\"agents\":[",
              (int)getpid(), s->cfg.name, s->engine_ops->name, up, (unsigned long long)T.tasks_done,
@@ -134,7 +135,8 @@ static void status(struct sup *s, struct out *o, int json)
              (unsigned long long)T.wakes, (unsigned long long)T.wakes_handed,
              (unsigned long long)T.retried, T.wakers, s->cfg.agent_nice,
              s->cfg.intake_quantum, s->res.n, (unsigned long long)T.res_batches,
-             (unsigned long long)T.res_fallbacks, s->nsh, stream_mode(s),
+             (unsigned long long)T.res_fallbacks, s->nsh, s->data_auto ? "true" : "false",
+             s->data_auto ? s->data_auto : "", stream_mode(s),
              s->hints.on ? "true" : "false", hints_why(s->hints.why),
              (unsigned long long)(s->hints.per_cpu >> 10), (unsigned long long)(s->hints.l2 >> 10));
     } else {
@@ -171,8 +173,13 @@ static void status(struct sup *s, struct out *o, int json)
              s->cfg.in_order ? " in-order" : "", T.npend,
              T.tasks_total ? (double)T.queue_ns / 1e3 / (double)T.tasks_total : 0.0,
              T.batches ? (double)T.compute_ns / 1e3 / (double)T.batches : 0.0);
-        if (s->nsh > 1) {
-            outf(o, "data threads %u:", s->nsh);
+        char dmode[96] = "set";
+        if (s->data_auto)
+            snprintf(dmode, sizeof dmode, "auto: %s", s->data_auto);
+        if (s->nsh == 1)
+            outf(o, "data threads 1 (%s)\n", dmode);
+        else {
+            outf(o, "data threads %u (%s):", s->nsh, dmode);
             for (uint32_t k = 0; k < s->nsh; k++) {
                 const struct shard *sh = &s->sh[k];
                 double wall = sh->prof.start_ns ? (double)(now - sh->prof.start_ns) : 0.0;

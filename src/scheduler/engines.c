@@ -223,6 +223,17 @@ static int adopt(struct sup *s, struct loaded *ld)
     return 0;
 }
 
+const struct oag_engine_ops *engines_backend(const struct sup *s)
+{
+    const char *b = s->cfg.backend;
+    if (strcmp(b, "auto"))
+        return engine_lookup(b);
+    const struct oag_engine_ops *cuda = engine_lookup("cuda");
+    if (s->cfg.model && cuda && cuda->devices && cuda->devices() > 0)
+        return cuda;
+    return engine_lookup(s->cfg.model ? "cpu" : "identity");
+}
+
 int engines_start(struct sup *s)
 {
     char msg[512] = "";

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,6 +49,7 @@ static void run_sync(struct inst *in, struct oag_batch *b)
 static void *worker(void *arg)
 {
     struct inst *in = arg;
+    prctl(PR_SET_NAME, "oag-inst");
     pthread_mutex_lock(&in->mu);
     for (;;) {
         while (!in->stop && in->queued_n == 0)

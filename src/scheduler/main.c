@@ -131,6 +131,8 @@ int main(int argc, char **argv)
         log_err("out of memory");
         goto out_engine;
     }
+    if (c->data_threads == 0)
+        shards_auto(&s); /* before the region: its header says how many shards */
     err = instance_open(&s);
     if (err)
         goto out_instance;

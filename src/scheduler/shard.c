@@ -11,14 +11,17 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "inst.h"
+#include "model/model.h"
 #include "log.h"
 #include "sup.h"
 
@@ -32,6 +35,37 @@ static void futex_wait(oag_atomic_u32 *w, uint32_t val)
 static void futex_wake(oag_atomic_u32 *w)
 {
     syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* CPUs this process may run on (its affinity mask: taskset, cpusets), else those online. */
+static long usable_cpus(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? n : 1;
+}
+
+void shards_auto(struct sup *s)
+{
+    const struct oag_engine_ops *ops = engines_backend(s);
+    int bus = ops && ops->bus_reads;
+    uint64_t row = 0;
+    if (bus && s->cfg.model) {
+        /* the model's row widths (engines_start loads it again to serve it, and reports
+         * whatever is wrong with it) */
+        struct oag_model *m = NULL;
+        char err[8];
+        if (oag_model_load(&m, s->cfg.model, err, sizeof err) == 0) {
+            uint32_t w = m->input_dim > m->output_dim ? m->input_dim : m->output_dim;
+            row = (uint64_t)w * sizeof(float);
+            oag_model_free(m);
+        }
+    }
+    s->cfg.data_threads = data_threads_decide(bus, row, usable_cpus(), s->cfg.max_queue,
+                                              s->cfg.max_batch, &s->data_auto);
+    log_info("data threads: %d (auto: %s)", s->cfg.data_threads, s->data_auto);
 }
 
 int shards_init(struct sup *s)
@@ -350,6 +384,9 @@ static void *shard_main(void *arg)
 {
     struct shard *sh = arg;
     uint64_t idle_since = 0;
+    char name[16];
+    snprintf(name, sizeof name, "oag-shard%u", (unsigned)sh->id);
+    prctl(PR_SET_NAME, name);
     sh->prof.start_ns = now_ns();
     for (;;) {
         if (oag_load_seqcst_u32(&sh->park_req))

@@ -38,6 +38,7 @@
 
 #include "shm/atomic.h"
 #include "shm/layout.h"
+#include "shard_auto.h"
 #include "waker.h"
 
 struct sup;
@@ -70,6 +71,9 @@ struct shard {
     oag_atomic_u32 want_main;  /* a lane to cut or an instance to reap: main looks */
 };
 
+/* Sets cfg.data_threads and data_auto by data_threads_decide from the engine the supervisor
+ * will use, its model and the CPUs it may run on. Before the region is made. */
+void shards_auto(struct sup *s);
 /* Creates the shards (their batchers, doorbells, wake-up threads); threads start later. */
 int shards_init(struct sup *s);
 /* Starts shards 1..K-1's threads (after the engines). 0 or a negative errno. */

@@ -69,7 +69,8 @@ struct sup_config {
     int waker_threads;         /* threads writing agents' wake-ups (-1: by core count) */
     uint32_t intake_quantum;   /* tasks per lane per intake sweep (0: auto, batcher.c) */
     uint32_t shared_results;   /* chunks of the shared result area (0: none; results.h) */
-    int data_threads;          /* threads serving lanes (shards; shard.h), 1..OAG_MAX_SHARDS */
+    int data_threads;          /* threads serving lanes (shards; shard.h), 1..OAG_MAX_SHARDS;
+                                  0: auto (shards_auto), resolved before the region is made */
     int stream_rows;           /* --stream-rows: -1 auto, 0 off, 1 on (hints.h) */
     int agent_nice;            /* agents run this many nice levels below the supervisor */
     const char *config_path;   /* --config FILE, or NULL */
@@ -281,6 +282,7 @@ struct sup {
     struct hints hints;        /* advice to agents in the region header (hints.h) */
     struct shard *sh;          /* the data plane: nsh shards, shard 0 on the main loop thread */
     uint32_t nsh;
+    const char *data_auto;     /* --data-threads auto: why it chose nsh (NULL: set by hand) */
     int stop_depth;            /* world_stop() nesting (main thread) */
     int kick_fd;               /* shard threads ask the main loop for something (shard.c) */
     struct results res;        /* --shared-results */
@@ -326,6 +328,9 @@ struct bslot *bslot_new(struct sup *s, struct inst *in);
 void bslot_free(struct sup *s, struct bslot *bs);
 
 /* engines.c */
+/* The backend engines_start() will use, predicted without building anything (--backend auto:
+ * cuda when it is built in, there is a model and a device is present). NULL if none. */
+const struct oag_engine_ops *engines_backend(const struct sup *s);
 int engines_start(struct sup *s);
 void engines_stop(struct sup *s);
 void engines_event(struct sup *s, uint32_t idx);

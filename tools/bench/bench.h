@@ -194,6 +194,7 @@ struct off_shared {
 struct eng_stats {
     int ok;
     int stream_rows;         /* the supervisor advises streaming stores: 1, 0, -1 unknown */
+    int data_threads;        /* its data threads (0: unknown) */
     double busy_s, compute_s, queue_s;
     uint64_t rows, batches;
 };
@@ -208,6 +209,7 @@ struct mrun_res {
     double busy_frac;        /* engine busy time / wall time over the window; < 0: unknown */
     double avg_batch;        /* rows / batches over the window; 0: unknown */
     int stream_rows;         /* the supervisor advised streaming stores at the end (-1: ?) */
+    int data_threads;        /* the supervisor's data threads (0: unknown) */
     uint64_t errors, mismatches, busy_retries, checked;
     uint64_t done, timeouts; /* completed in the window; late or -ETIMEDOUT */
     double p90_us;

@@ -301,6 +301,8 @@ static void print_mrow(const struct mrun_res *r, const char *label, const struct
                fmt_rate(f, sizeof f, ceil_row->rows_s));
     if (r->stream_rows == 1)
         printf("  (streaming stores)");
+    if (r->data_threads > 1)
+        printf("  (%d data threads)", r->data_threads);
     printf("\n");
 }
 
@@ -455,7 +457,8 @@ void print_model_report(const struct opts *o, const struct model_res *mres, int 
     }
     printf("\n(busy: the engine's busy time over wall time, from status --json, summed over its "
            "instances (with --data-threads K, K share each GPU); avg batch: rows/batches in the "
-           "window; latencies are submit to result, sampled)\n");
+           "window; latencies are submit to result, sampled; (streaming stores), (K data "
+           "threads): the supervisor advised the one, ran the other, by default or as set)\n");
     fflush(stdout);
 }
 

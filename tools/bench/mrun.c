@@ -569,8 +569,10 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
         res->p99_us = pct_us(samples, m, 0.99);
         res->p999_us = pct_us(samples, m, 0.999);
     }
-    if (st1.ok)
+    if (st1.ok) {
         res->stream_rows = st1.stream_rows;
+        res->data_threads = st1.data_threads;
+    }
     if (st0.ok && st1.ok && q1 > q0) {
         res->busy_frac = (st1.busy_s - st0.busy_s) / ((double)(q1 - q0) / 1e9);
         if (st1.batches > st0.batches)

@@ -274,6 +274,8 @@ static int parse_status(const char *json, struct eng_stats *st)
     q = strstr(json, "\"stream_rows\":{");
     if (q && (q = strstr(q, "\"on\":")) != NULL)
         st->stream_rows = !strncmp(q + strlen("\"on\":"), "true", 4);
+    q = strstr(json, "\"data_threads\":");
+    st->data_threads = q ? atoi(q + strlen("\"data_threads\":")) : 0;
     st->ok = 1;
     return 0;
 }

@@ -57,6 +57,8 @@ void jrow_mrun(cJSON *row, const struct mrun_res *r)
     jnum(row, "avg_batch", r->avg_batch);
     if (r->stream_rows >= 0)
         cJSON_AddBoolToObject(row, "stream_rows", r->stream_rows);
+    if (r->data_threads > 0)
+        jnum(row, "data_threads", r->data_threads);
     jnum(row, "done", (double)r->done);
     jnum(row, "errors", (double)r->errors);
     jnum(row, "timeouts", (double)r->timeouts);
