@@ -535,8 +535,9 @@ static const struct opt opts[] = {
       "quarter of the cores, at most 8, none below 8 cores)" },
     { "data-threads", O_DATA_THREADS, "K|auto", set_int_auto, 1, OAG_MAX_SHARDS,
       OFF(data_threads), 0,
-      "threads serving the lanes (default auto: 2 for a GPU engine on\n"
-      "8 CPUs or more, else 1):\n"
+      "threads serving the lanes (default auto: 2 for a GPU engine\n"
+      "with rows of 4 KB or less, --max-batch 256 or more and 8 CPUs\n"
+      "or more, else 1):\n"
       "agents are spread over K shards at attach, each with its own\n"
       "batcher, engine instances (one per GPU each, or --instances),\n"
       "wake-up threads and share of --max-queue and of\n"

@@ -7,10 +7,14 @@
 #include <stdint.h>
 
 /* --data-threads auto. One thread serves the lanes unless the engine is a GPU's reading rows
- * across the bus, the model's rows are small (DATA_AUTO_ROW_MAX), there are 8 CPUs or more
- * and the queue holds two batches: then two, lanes spread evenly. Small rows travel by the
- * gather and scatter kernels, one launch a batch, and the loop thread's work per task is what
- * bounds them; larger rows go in runs by the copy engines, whose transfers cost host time in a
+ * across the bus, the model's rows are small (DATA_AUTO_ROW_MAX), batches are large
+ * (DATA_AUTO_MIN_BATCH), there are 8 CPUs or more and the queue holds two batches: then two,
+ * lanes spread evenly. Only large batches of small rows reach task rates that one thread
+ * cannot take in (~7 M a second on the H100 host; the 768 model's offline rate at batch 32 is
+ * 2.3 M), and a second thread spinning beside the agents costs them CPU: 64 synchronous agents
+ * with --max-batch 32 ran 372 k tasks/s with two threads against 652 k with one (session 8).
+ * Small rows go by the gather and scatter kernels, one launch a batch, and the loop thread's
+ * work per task is what bounds them; larger rows go in runs by the copy engines, whose transfers cost host time in a
  * driver that serializes them across threads, so a second thread there only contends. On the
  * H100 host (16 CPUs; docs/BENCHMARKS.md session 9): the 768-wide model (3 KB rows) with 64
  * agents +17 % (8.12 / 7.94 against 6.75 / 7.06 M tasks/s), with 512 agents -1 to -8 %; the
@@ -20,6 +24,7 @@
  * bus: the engine reads rows across a bus (ops->bus_reads); row: the model's widest row in
  * bytes (0: unknown). Returns K and *why, for the log and status. */
 #define DATA_AUTO_ROW_MAX 4096u
+#define DATA_AUTO_MIN_BATCH 256u
 #define DATA_AUTO_MIN_CPUS 8
 
 static inline int data_threads_decide(int bus, uint64_t row, long cpus, uint64_t max_queue,
@@ -31,12 +36,14 @@ static inline int data_threads_decide(int bus, uint64_t row, long cpus, uint64_t
         *why = "no model to size rows by";
     else if (row > DATA_AUTO_ROW_MAX)
         *why = "rows over 4 KB go by copy-engine transfers, one thread's work";
+    else if (max_batch < DATA_AUTO_MIN_BATCH)
+        *why = "batches under 256 tasks: one thread takes in their rate";
     else if (cpus < DATA_AUTO_MIN_CPUS)
         *why = "fewer than 8 CPUs";
     else if (max_queue < 2ull * max_batch)
         *why = "--max-queue holds fewer than two batches";
     else {
-        *why = "a GPU engine, rows of 4 KB or less, 8 CPUs or more";
+        *why = "a GPU engine, rows of 4 KB or less, batches of 256 or more, 8 CPUs or more";
         return 2;
     }
     return 1;

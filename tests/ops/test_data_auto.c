@@ -2,8 +2,8 @@
  * test_data_auto.c - --data-threads auto|K: how many threads serve the lanes
  * (src/scheduler/shard_auto.h, data_threads_decide).
  *  1. the decision: two threads for a GPU engine (rows read across the bus) with rows of 4 KB
- *     or less, 8 CPUs or more and a queue of two batches; one otherwise, each case with its
- *     reason;
+ *     or less, batches of 256 or more, 8 CPUs or more and a queue of two batches; one
+ *     otherwise, each case with its reason;
  *  2. a real supervisor by default (auto) on an engine that reads rows with the CPU: one
  *     thread, status (JSON and text) says auto and why, and tasks are served;
  *  3. --data-threads 2: two threads, status says they were set, lanes spread over both and
@@ -26,6 +26,10 @@ static void decide_cases(void)
     CHECK(data_threads_decide(1, 3072, 16, 4096, 512, &why) == 2 && strstr(why, "GPU"),
           "GPU, 3 KB rows, 16 CPUs: not 2 threads (%s)", why);
     CHECK(data_threads_decide(1, 4096, 8, 1024, 512, &why) == 2, "4 KB rows, 8 CPUs: not 2");
+    CHECK(data_threads_decide(1, 3072, 16, 4096, 256, &why) == 2, "batch 256: not 2 threads");
+    /* small batches: the 64 synchronous agents of the bench's dynamic-batching row */
+    CHECK(data_threads_decide(1, 3072, 16, 4096, 32, &why) == 1 && strstr(why, "256"),
+          "max batch 32: not 1 thread (%s)", why);
     /* the 4096-wide model: 16 KB rows go by the copy engines */
     CHECK(data_threads_decide(1, 16384, 16, 4096, 512, &why) == 1 && strstr(why, "copy-engine"),
           "16 KB rows: not 1 thread (%s)", why);
