@@ -13,6 +13,7 @@
  * section would otherwise pass unseen).
  */
 #include "config.h"
+#include "cpus.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -262,6 +263,17 @@ static int set_backend(struct parse *p, const struct opt *o, const char *v)
     return 0;
 }
 
+static int set_cpus(struct parse *p, const struct opt *o, const char *v)
+{
+    char err[160];
+    if (cpus_parse(v, &p->c->cpus, err, sizeof err)) {
+        opt_err(p, o->name, "%s", err);
+        return -EINVAL;
+    }
+    p->c->cpus_set = 1;
+    return 0;
+}
+
 /* "auto" (0, resolved at start: shards_auto) or K. */
 static int set_int_auto(struct parse *p, const struct opt *o, const char *v)
 {
@@ -475,7 +487,7 @@ enum {
     O_RDELAY, O_RMAX, O_RBURST, O_RWINDOW, O_STOP, O_ALLOW_UID, O_ALLOW_GID, O_SOCK_MODE,
     O_LOG_DIR, O_LOG_MAX, O_LOG_KEEP, O_EXIT_FLEET, O_GPUS, O_THREADS, O_PREFERRED, O_MAX_QUEUE,
     O_IN_ORDER, O_COPY_THREADS, O_METRICS, O_COPY_ROWS, O_INSTANCES, O_AGENT_NICE, O_WAKERS,
-    O_QUANTUM, O_SHARED_RESULTS, O_DATA_THREADS, O_STREAM_ROWS,
+    O_QUANTUM, O_SHARED_RESULTS, O_DATA_THREADS, O_STREAM_ROWS, O_CPUS,
     O_LISTEN, O_ADVERTISE, O_CURVE_SECRET, O_CURVE_ALLOWED, O_ETCD, O_ETCD_PREFIX, O_ETCD_TTL,
     O_FORWARD, O_NET_LANES, O_NET_BATCH_MAX, O_NET_BATCH_DELAY, O_NET_WINDOW, O_NET_FRAME_MAX, O_NET_HWM,
 };
@@ -558,6 +570,11 @@ static const struct opt opts[] = {
       "agents attached at once (default 1024)" },
     { "spin-us", O_SPIN, "N", set_u32, 0, 1000000, OFF(spin_us), 0,
       "spin on empty lanes before sleeping (default 50)" },
+    { "cpus", O_CPUS, "LIST", set_cpus, 0, 0, 0, 0,
+      "run the supervisor's threads on these CPUs (e.g. 0-3,8) and\n"
+      "the agents it launches on the others it may use (default: no\n"
+      "placement): keeps a fleet's agents off the CPUs that batch\n"
+      "and return their tasks" },
     { "agent-nice", O_AGENT_NICE, "N", set_int, 0, 39, OFF(agent_nice), 0,
       "agents run N nice levels below the supervisor (default 10;\n"
       "0: the same): a fleet that keeps every core busy cannot\n"

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cpus.h"
 #include "inst.h"
 #include "log.h"
 #include "shm/latch.h"
@@ -104,6 +105,11 @@ static void status(struct sup *s, struct out *o, int json)
     shards_totals(s, &T);
     uint64_t now = now_ns();
     double up = (double)(now - s->start_ns) / 1e9;
+    char cpus[256] = "", agent_cpus[256] = "";
+    if (s->cpus_applied) {
+        cpus_format(&s->cfg.cpus, cpus, sizeof cpus);
+        cpus_format(&s->agent_cpus, agent_cpus, sizeof agent_cpus);
+    }
     if (json) {
         outf(o, "{\"pid\":%d,\"name\":\"%s\",\"engine\":\"%s\",\"uptime_s\":%.3f,"
                 "\"tasks_done\":%llu,\"batches\":%llu,\"dropped\":%llu,\"timed_out\":%llu,"
@@ -119,6 +125,7 @@ static void status(struct sup *s, struct out *o, int json)
                 "\"intake_quantum\":%u,\"shared_results\":%u,\"shared_result_batches\":%llu,"
                 "\"shared_result_fallbacks\":%llu,\"data_threads\":%u,"
                 "\"data_threads_auto\":%s,\"data_threads_why\":\"%s\","
+                "\"cpus\":\"%s\",\"agent_cpus\":\"%s\","
                 "\"stream_rows\":{\"mode\":\"%s\",\"on\":%s,\"why\":\"%s\","
                 "\"kb_in_flight_per_core\":%llu,\"l2_kb\":%llu},\"agents\":[",
              (int)getpid(), s->cfg.name, s->engine_ops->name, up, (unsigned long long)T.tasks_done,
@@ -136,7 +143,7 @@ static void status(struct sup *s, struct out *o, int json)
              (unsigned long long)T.retried, T.wakers, s->cfg.agent_nice,
              s->cfg.intake_quantum, s->res.n, (unsigned long long)T.res_batches,
              (unsigned long long)T.res_fallbacks, s->nsh, s->data_auto ? "true" : "false",
-             s->data_auto ? s->data_auto : "", stream_mode(s),
+             s->data_auto ? s->data_auto : "", cpus, agent_cpus, stream_mode(s),
              s->hints.on ? "true" : "false", hints_why(s->hints.why),
              (unsigned long long)(s->hints.per_cpu >> 10), (unsigned long long)(s->hints.l2 >> 10));
     } else {
@@ -154,6 +161,10 @@ static void status(struct sup *s, struct out *o, int json)
         outf(o, "wake-ups %llu (%llu by %d waker threads); agents at nice +%d\n",
              (unsigned long long)T.wakes, (unsigned long long)T.wakes_handed,
              T.wakers, s->cfg.agent_nice);
+        if (s->cpus_applied)
+            outf(o, "CPUs: supervisor %s, agents it launches %s\n", cpus, agent_cpus);
+        else
+            outf(o, "CPUs: no placement (--cpus)\n");
         outf(o, "streaming stores for rows: %s (%s: %s; %llu KB in flight per core, L2 %llu KB)\n",
              s->hints.on ? "advised" : "not advised", stream_mode(s), hints_why(s->hints.why),
              (unsigned long long)(s->hints.per_cpu >> 10), (unsigned long long)(s->hints.l2 >> 10));

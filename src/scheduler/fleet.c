@@ -27,6 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cpus.h"
 #include "log.h"
 #include "sup.h"
 
@@ -255,6 +256,7 @@ static int spawn(struct sup *s, struct agent *a)
                 fprintf(stderr, "oag-supervisor: agent %d: setpriority: %s\n", a->id,
                         strerror(errno));
         }
+        cpus_agent(s); /* --cpus: the CPUs the supervisor left them */
         /* systemd's notification socket is the supervisor's (notify.c), not the agents'. */
         unsetenv("NOTIFY_SOCKET");
         unsetenv("WATCHDOG_USEC");

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "cpus.h"
 #include "log.h"
 #include "net/gateway.h"
 #include "sup.h"
@@ -69,6 +70,10 @@ int main(int argc, char **argv)
         return prc > 0 ? 0 : 2;
     }
     s.start_ns = now_ns();
+    if (cpus_apply(&s)) { /* --cpus: before any thread of ours or of a library starts */
+        config_fini(c);
+        return 2;
+    }
 
     /* Each lane holds two descriptors (connection, completion eventfd) and each launched agent
      * three more while it runs (pidfd, two pipes), four with --log-dir (its log file): take

@@ -7,6 +7,7 @@
 #define OAG_SCHED_SUP_H
 
 #include <liburing.h>
+#include <sched.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -73,6 +74,8 @@ struct sup_config {
                                   0: auto (shards_auto), resolved before the region is made */
     int stream_rows;           /* --stream-rows: -1 auto, 0 off, 1 on (hints.h) */
     int agent_nice;            /* agents run this many nice levels below the supervisor */
+    int cpus_set;              /* --cpus given: cpus holds the supervisor's CPUs (cpus.h) */
+    cpu_set_t cpus;
     const char *config_path;   /* --config FILE, or NULL */
     uint64_t log_max_bytes;    /* --log-dir: rotate agent-ID.log before it exceeds this */
     uint32_t log_keep;         /* --log-dir: rotated files kept (agent-ID.log.1 .. .K) */
@@ -283,6 +286,9 @@ struct sup {
     struct shard *sh;          /* the data plane: nsh shards, shard 0 on the main loop thread */
     uint32_t nsh;
     const char *data_auto;     /* --data-threads auto: why it chose nsh (NULL: set by hand) */
+    int cpus_applied;          /* --cpus: the process runs on cfg.cpus (cpus.h) */
+    cpu_set_t host_cpus;       /* its CPUs before that */
+    cpu_set_t agent_cpus;      /* the launched agents' CPUs: host_cpus less cfg.cpus */
     int stop_depth;            /* world_stop() nesting (main thread) */
     int kick_fd;               /* shard threads ask the main loop for something (shard.c) */
     struct results res;        /* --shared-results */

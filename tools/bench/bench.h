@@ -32,6 +32,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -54,6 +55,7 @@
 
 #include "engine/engine.h"
 #include "model/model.h"
+#include "scheduler/cpus.h"
 #include "oag/oag.h"
 #include "shm/atomic.h"
 #include "shm/endpoint.h"
@@ -339,6 +341,8 @@ extern unsigned g_agent_nice; /* --agent-nice */
 #define MAX_SUP_ARGS 16
 extern const char *g_sup_args[MAX_SUP_ARGS]; /* --sup-arg: appended to every supervisor's */
 extern int g_nsup_args;
+extern int g_agent_cpus_set;  /* --sup-cpus: agents on the bench's other CPUs */
+extern cpu_set_t g_agent_cpus;
 pid_t spawn_agent(void);      /* spawn() for an agent process: g_agent_nice levels below us */
 int reap(pid_t pid, int timeout_ms, int *status);
 int reap_ok(pid_t pid, int timeout_ms, const char *what);

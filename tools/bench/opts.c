@@ -20,6 +20,8 @@ void usage(FILE *f)
         "  --supervisor PATH  oag-supervisor to run (default %s)\n"
         "  --sup-arg ARG      append ARG to every oag-supervisor's arguments (repeatable,\n"
         "                     e.g. --sup-arg --waker-threads=1)\n"
+        "  --sup-cpus LIST    the supervisors on these CPUs (their --cpus), the bench's\n"
+        "                     agents on its other CPUs\n"
         "  --no-oag           baselines only\n"
         "  --no-latency, --no-throughput   skip a part\n"
         "\nModel mode (instead of the sections above): a model engine offline and through the\n"
@@ -187,6 +189,22 @@ int parse_args(struct opts *o, int argc, char **argv)
             bad = g_nsup_args == MAX_SUP_ARGS;
             if (!bad)
                 g_sup_args[g_nsup_args++] = v;
+        } else if (!strcmp(a, "--sup-cpus") && v) {
+            /* the supervisors on LIST (--cpus), the bench's agents on our other CPUs */
+            cpu_set_t sup, mine;
+            char err[160];
+            bad = g_nsup_args >= MAX_SUP_ARGS - 1 || cpus_parse(v, &sup, err, sizeof err) ||
+                  sched_getaffinity(0, sizeof mine, &mine) != 0;
+            if (!bad) {
+                static char arg[300];
+                snprintf(arg, sizeof arg, "--cpus=%s", v);
+                g_sup_args[g_nsup_args++] = arg;
+                CPU_ZERO(&g_agent_cpus);
+                for (int c = 0; c < CPU_SETSIZE; c++)
+                    if (CPU_ISSET(c, &mine) && !CPU_ISSET(c, &sup))
+                        CPU_SET(c, &g_agent_cpus);
+                g_agent_cpus_set = CPU_COUNT(&g_agent_cpus) > 0;
+            }
         } else if (!strcmp(a, "--agent-nice") && v) {
             bad = parse_uint(v, &g_agent_nice, 0, 39);
         } else if (!strcmp(a, "--supervisor") && v) {

@@ -80,9 +80,14 @@ unsigned g_agent_nice = 10;
 const char *g_sup_args[MAX_SUP_ARGS];
 int g_nsup_args;
 
+int g_agent_cpus_set;
+cpu_set_t g_agent_cpus;
+
 pid_t spawn_agent(void)
 {
     pid_t pid = spawn();
+    if (pid == 0 && g_agent_cpus_set)
+        (void)sched_setaffinity(0, sizeof g_agent_cpus, &g_agent_cpus);
     if (pid == 0 && g_agent_nice) {
         errno = 0;
         int cur = getpriority(PRIO_PROCESS, 0);
