@@ -74,6 +74,23 @@ static inline int ops_run(const char *const *argv, char *out, size_t cap, unsign
     return st;
 }
 
+/* Starts the supervisor (identity backend) with `option value` and expects it refused at start:
+ * exit status 2 and an error holding each of the NULL-terminated strings in want. */
+static inline void ops_expect_refused(const char *option, const char *value,
+                                      const char *const *want)
+{
+    static char out[1 << 14];
+    char name[80];
+    h_unique_name(name, sizeof name, "refused");
+    const char *argv[] = { h_env_bin("OAG_SUPERVISOR"), "--name", name, "--backend", "identity",
+                           option, value, NULL };
+    int st = ops_run(argv, out, sizeof out, 20000);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s %s: wait status 0x%x", option, value, st);
+    for (; *want; want++)
+        CHECK(strstr(out, *want), "%s %s: the error does not say '%s':\n%s", option, value,
+              *want, out);
+}
+
 /* Writes text to path; the test fails if it cannot. */
 static inline void ops_write(const char *path, const char *text)
 {

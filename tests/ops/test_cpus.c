@@ -122,26 +122,15 @@ static void placed(void)
     h_cleanup(&s);
 }
 
-static void refused(const char *value, const char *want)
-{
-    static char outbuf[1 << 14];
-    char name[80];
-    h_unique_name(name, sizeof name, "cpus-bad");
-    const char *sup = h_env_bin("OAG_SUPERVISOR");
-    const char *argv[] = { sup, "--name", name, "--backend", "identity", "--cpus", value, NULL };
-    int st = ops_run(argv, outbuf, sizeof outbuf, 20000);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2, "--cpus %s: wait status 0x%x", value, st);
-    CHECK(strstr(outbuf, "--cpus") && strstr(outbuf, want),
-          "--cpus %s: the error does not say '%s':\n%s", value, want, outbuf);
-}
-
 int main(void)
 {
     h_init(60);
     parse_cases();
     placed();
-    refused("1023", "CPU 1023 is not one this process may run on");
-    refused("3-1", "expected a CPU list");
+    const char *not_ours[] = { "--cpus", "CPU 1023 is not one this process may run on", NULL };
+    ops_expect_refused("--cpus", "1023", not_ours);
+    const char *malformed[] = { "--cpus", "expected a CPU list", "'3-1'", NULL };
+    ops_expect_refused("--cpus", "3-1", malformed);
     if (h_failures)
         return 1;
     printf("cpus: list syntax, supervisor and agents placed apart, bad lists refused\n");
