@@ -37,9 +37,12 @@ static void futex_wake(oag_atomic_u32 *w)
     syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-/* CPUs this process may run on (its affinity mask: taskset, cpusets), else those online. */
-static long usable_cpus(void)
+/* CPUs this process may run on (its affinity mask: taskset, cpusets; before --cpus narrowed
+ * it), else those online. */
+static long usable_cpus(const struct sup *s)
 {
+    if (s->cpus_applied)
+        return CPU_COUNT(&s->host_cpus);
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
         return CPU_COUNT(&set);
@@ -63,7 +66,9 @@ void shards_auto(struct sup *s)
             oag_model_free(m);
         }
     }
-    s->cfg.data_threads = data_threads_decide(bus, row, usable_cpus(), s->cfg.max_queue,
+    long cpus = usable_cpus(s);
+    long mine = s->cpus_applied ? CPU_COUNT(&s->cfg.cpus) : cpus;
+    s->cfg.data_threads = data_threads_decide(bus, row, cpus, mine, s->cfg.max_queue,
                                               s->cfg.max_batch, &s->data_auto);
     log_info("data threads: %d (auto: %s)", s->cfg.data_threads, s->data_auto);
 }

@@ -23,24 +23,28 @@ static void decide_cases(void)
 {
     const char *why = NULL;
     /* the 768-wide model on the H100 host: 3 KB rows, 16 CPUs, queue 4096, batch 512 */
-    CHECK(data_threads_decide(1, 3072, 16, 4096, 512, &why) == 2 && strstr(why, "GPU"),
+    CHECK(data_threads_decide(1, 3072, 16, 16, 4096, 512, &why) == 2 && strstr(why, "GPU"),
           "GPU, 3 KB rows, 16 CPUs: not 2 threads (%s)", why);
-    CHECK(data_threads_decide(1, 4096, 8, 1024, 512, &why) == 2, "4 KB rows, 8 CPUs: not 2");
-    CHECK(data_threads_decide(1, 3072, 16, 4096, 256, &why) == 2, "batch 256: not 2 threads");
+    CHECK(data_threads_decide(1, 4096, 8, 8, 1024, 512, &why) == 2, "4 KB rows, 8 CPUs: not 2");
+    CHECK(data_threads_decide(1, 3072, 16, 16, 4096, 256, &why) == 2, "batch 256: not 2 threads");
     /* small batches: the 64 synchronous agents of the bench's dynamic-batching row */
-    CHECK(data_threads_decide(1, 3072, 16, 4096, 32, &why) == 1 && strstr(why, "256"),
+    CHECK(data_threads_decide(1, 3072, 16, 16, 4096, 32, &why) == 1 && strstr(why, "256"),
           "max batch 32: not 1 thread (%s)", why);
     /* the 4096-wide model: 16 KB rows go by the copy engines */
-    CHECK(data_threads_decide(1, 16384, 16, 4096, 512, &why) == 1 && strstr(why, "copy-engine"),
+    CHECK(data_threads_decide(1, 16384, 16, 16, 4096, 512, &why) == 1 && strstr(why, "copy-engine"),
           "16 KB rows: not 1 thread (%s)", why);
-    CHECK(data_threads_decide(1, 4100, 16, 4096, 512, &why) == 1, "rows just over 4 KB: not 1");
-    CHECK(data_threads_decide(0, 3072, 16, 4096, 512, &why) == 1 && strstr(why, "no rows across"),
+    CHECK(data_threads_decide(1, 4100, 16, 16, 4096, 512, &why) == 1, "rows just over 4 KB: not 1");
+    CHECK(data_threads_decide(0, 3072, 16, 16, 4096, 512, &why) == 1 &&
+              strstr(why, "no rows across"),
           "engine reading rows with the CPU: not 1 thread (%s)", why);
-    CHECK(data_threads_decide(1, 0, 16, 4096, 512, &why) == 1 && strstr(why, "no model"),
+    CHECK(data_threads_decide(1, 0, 16, 16, 4096, 512, &why) == 1 && strstr(why, "no model"),
           "no model: not 1 thread (%s)", why);
-    CHECK(data_threads_decide(1, 3072, 7, 4096, 512, &why) == 1 && strstr(why, "8 CPUs"),
+    CHECK(data_threads_decide(1, 3072, 7, 7, 4096, 512, &why) == 1 && strstr(why, "8 CPUs"),
           "7 CPUs: not 1 thread (%s)", why);
-    CHECK(data_threads_decide(1, 3072, 16, 1023, 512, &why) == 1 && strstr(why, "max-queue"),
+    CHECK(data_threads_decide(1, 3072, 16, 1, 4096, 512, &why) == 1 && strstr(why, "one CPU"),
+          "--cpus with one CPU: not 1 thread (%s)", why);
+    CHECK(data_threads_decide(1, 3072, 16, 2, 4096, 512, &why) == 2, "--cpus with 2 CPUs: not 2");
+    CHECK(data_threads_decide(1, 3072, 16, 16, 1023, 512, &why) == 1 && strstr(why, "max-queue"),
           "a queue of less than two batches: not 1 thread (%s)", why);
 }
 
