@@ -53,7 +53,6 @@ int cpus_apply(struct sup *s)
         log_err("--cpus: sched_setaffinity: %s", strerror(errno));
         return rc;
     }
-    s->cpus_applied = 1;
     char mine[256], theirs[256];
     cpus_format(&s->cfg.cpus, mine, sizeof mine);
     cpus_format(&s->agent_cpus, theirs, sizeof theirs);
@@ -63,6 +62,6 @@ int cpus_apply(struct sup *s)
 
 void cpus_agent(const struct sup *s)
 {
-    if (s->cpus_applied && sched_setaffinity(0, sizeof s->agent_cpus, &s->agent_cpus) != 0)
+    if (s->cfg.cpus_set && sched_setaffinity(0, sizeof s->agent_cpus, &s->agent_cpus) != 0)
         fprintf(stderr, "oag-supervisor: agent: sched_setaffinity: %s\n", strerror(errno));
 }

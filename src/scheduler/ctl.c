@@ -106,7 +106,7 @@ static void status(struct sup *s, struct out *o, int json)
     uint64_t now = now_ns();
     double up = (double)(now - s->start_ns) / 1e9;
     char cpus[256] = "", agent_cpus[256] = "";
-    if (s->cpus_applied) {
+    if (s->cfg.cpus_set) {
         cpus_format(&s->cfg.cpus, cpus, sizeof cpus);
         cpus_format(&s->agent_cpus, agent_cpus, sizeof agent_cpus);
     }
@@ -161,7 +161,7 @@ static void status(struct sup *s, struct out *o, int json)
         outf(o, "wake-ups %llu (%llu by %d waker threads); agents at nice +%d\n",
              (unsigned long long)T.wakes, (unsigned long long)T.wakes_handed,
              T.wakers, s->cfg.agent_nice);
-        if (s->cpus_applied)
+        if (s->cfg.cpus_set)
             outf(o, "CPUs: supervisor %s, agents it launches %s\n", cpus, agent_cpus);
         else
             outf(o, "CPUs: no placement (--cpus)\n");

@@ -240,27 +240,21 @@ int engines_start(struct sup *s)
     const char *b = s->cfg.backend;
     struct loaded ld;
     int rc;
-    if (!strcmp(b, "auto")) {
-        const struct oag_engine_ops *cuda = engine_lookup("cuda");
-        rc = -ENODEV;
-        if (s->cfg.model && cuda) {
-            rc = build(s, cuda, s->cfg.model, &ld, msg, sizeof msg);
-            if (rc == 0)
-                s->engine_ops = cuda;
-            else
-                log_info("no usable GPU (%s); using the cpu engine", msg);
-        }
-        if (rc) {
-            s->engine_ops = engine_lookup(s->cfg.model ? "cpu" : "identity");
-            if (!s->engine_ops) {
-                log_err("no engine available for this model");
-                return -ENODEV;
-            }
-            rc = build(s, s->engine_ops, s->cfg.model, &ld, msg, sizeof msg);
-        }
-    } else {
-        s->engine_ops = engine_lookup(b);
-        rc = build(s, s->engine_ops, s->cfg.model, &ld, msg, sizeof msg);
+    const struct oag_engine_ops *cpu = engine_lookup("cpu");
+    s->engine_ops = engines_backend(s);
+    if (!s->engine_ops) {
+        log_err("no engine available for this model");
+        return -ENODEV;
+    }
+    int gpu_pick = !strcmp(b, "auto") && s->cfg.model && s->engine_ops != cpu;
+    if (!strcmp(b, "auto") && s->cfg.model && s->engine_ops == cpu && engine_lookup("cuda"))
+        log_info("no CUDA device; using the cpu engine");
+    rc = build(s, s->engine_ops, s->cfg.model, &ld, msg, sizeof msg);
+    if (rc && gpu_pick && cpu) { /* auto: a device that would not serve the model */
+        log_info("no usable GPU (%s); using the cpu engine", msg);
+        s->engine_ops = cpu;
+        msg[0] = '\0';
+        rc = build(s, cpu, s->cfg.model, &ld, msg, sizeof msg);
     }
     if (rc) {
         log_err("%s", msg[0] ? msg : strerror(-rc));

@@ -41,7 +41,7 @@ static void futex_wake(oag_atomic_u32 *w)
  * it), else those online. */
 static long usable_cpus(const struct sup *s)
 {
-    if (s->cpus_applied)
+    if (s->cfg.cpus_set)
         return CPU_COUNT(&s->host_cpus);
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
@@ -67,7 +67,7 @@ void shards_auto(struct sup *s)
         }
     }
     long cpus = usable_cpus(s);
-    long mine = s->cpus_applied ? CPU_COUNT(&s->cfg.cpus) : cpus;
+    long mine = s->cfg.cpus_set ? CPU_COUNT(&s->cfg.cpus) : cpus;
     s->cfg.data_threads = data_threads_decide(bus, row, cpus, mine, s->cfg.max_queue,
                                               s->cfg.max_batch, &s->data_auto);
     log_info("data threads: %d (auto: %s)", s->cfg.data_threads, s->data_auto);

@@ -74,7 +74,8 @@ struct sup_config {
                                   0: auto (shards_auto), resolved before the region is made */
     int stream_rows;           /* --stream-rows: -1 auto, 0 off, 1 on (hints.h) */
     int agent_nice;            /* agents run this many nice levels below the supervisor */
-    int cpus_set;              /* --cpus given: cpus holds the supervisor's CPUs (cpus.h) */
+    int cpus_set;              /* --cpus given: cpus holds the supervisor's CPUs, which it runs
+                                  on from the start (cpus_apply, or it exits; cpus.h) */
     cpu_set_t cpus;
     const char *config_path;   /* --config FILE, or NULL */
     uint64_t log_max_bytes;    /* --log-dir: rotate agent-ID.log before it exceeds this */
@@ -286,7 +287,6 @@ struct sup {
     struct shard *sh;          /* the data plane: nsh shards, shard 0 on the main loop thread */
     uint32_t nsh;
     const char *data_auto;     /* --data-threads auto: why it chose nsh (NULL: set by hand) */
-    int cpus_applied;          /* --cpus: the process runs on cfg.cpus (cpus.h) */
     cpu_set_t host_cpus;       /* its CPUs before that */
     cpu_set_t agent_cpus;      /* the launched agents' CPUs: host_cpus less cfg.cpus */
     int stop_depth;            /* world_stop() nesting (main thread) */
@@ -334,8 +334,9 @@ struct bslot *bslot_new(struct sup *s, struct inst *in);
 void bslot_free(struct sup *s, struct bslot *bs);
 
 /* engines.c */
-/* The backend engines_start() will use, predicted without building anything (--backend auto:
- * cuda when it is built in, there is a model and a device is present). NULL if none. */
+/* The backend engines_start() starts with, chosen without building anything (--backend auto:
+ * cuda when it is built in, there is a model and a device is present; engines_start falls back
+ * to cpu if that device will not serve the model). NULL if none. */
 const struct oag_engine_ops *engines_backend(const struct sup *s);
 int engines_start(struct sup *s);
 void engines_stop(struct sup *s);
