@@ -83,6 +83,18 @@ def main():
             rows = doc["rows"]
             if len(rows) < ROWS[n]:
                 fail(f"table {n}: {len(rows)} rows, expected at least {ROWS[n]}")
+            if n in (3, 4):
+                # the host's CPU use over each agent row (tick-based: may be 0 in a short row)
+                busy = 0
+                for r in rows:
+                    hc, ct = r.get("host_cpus"), r.get("cpu_us_per_task")
+                    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
+                               for v in (hc, ct)) or hc > (os.cpu_count() or 1) * 1.05:
+                        fail(f"table {n}: row {r.get('label')}: host_cpus {hc}, "
+                             f"cpu_us_per_task {ct}")
+                    busy += hc > 0
+                if not busy:
+                    fail(f"table {n}: no row saw the host's CPUs busy")
             systems = {r.get("system") for r in rows}
             if not SYSTEMS[n] <= systems:
                 fail(f"table {n}: systems {systems}, expected {SYSTEMS[n]}")

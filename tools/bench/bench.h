@@ -215,6 +215,8 @@ struct mrun_res {
     uint64_t errors, mismatches, busy_retries, checked;
     uint64_t done, timeouts; /* completed in the window; late or -ETIMEDOUT */
     double p90_us;
+    double host_cpus;        /* the host's CPUs busy over the window, on average; < 0: unknown */
+    double cpu_us_task;      /* host CPU time (every process) per completed task; < 0: unknown */
     /* window mode */
     unsigned nwin;           /* windows measured */
     int stable;              /* the last three within 10% */

@@ -293,9 +293,14 @@ static void print_mrow(const struct mrun_res *r, const char *label, const struct
         printf("  %-26s %10s   (failed or skipped)\n", label, "n/a");
         return;
     }
-    printf("  %-26s %10s %9s %9s %9s %7s %8.1f", label, fmt_rate(a, sizeof a, r->tasks_s),
+    char g[32] = "n/a", h[32] = "n/a";
+    if (r->host_cpus >= 0) {
+        snprintf(g, sizeof g, "%.1f", r->host_cpus);
+        snprintf(h, sizeof h, "%.2f us", r->cpu_us_task);
+    }
+    printf("  %-26s %10s %9s %9s %9s %7s %8.1f %6s %9s", label, fmt_rate(a, sizeof a, r->tasks_s),
            fmt_us(b, sizeof b, r->mean_us), fmt_us(c, sizeof c, r->p50_us),
-           fmt_us(d, sizeof d, r->p99_us), fmt_pct(e, sizeof e, r->busy_frac), r->avg_batch);
+           fmt_us(d, sizeof d, r->p99_us), fmt_pct(e, sizeof e, r->busy_frac), r->avg_batch, g, h);
     if (ceil_row)
         printf("  %6.2fx of %s/s", r->tasks_s / ceil_row->rows_s,
                fmt_rate(f, sizeof f, ceil_row->rows_s));
@@ -351,7 +356,7 @@ void print_model_report(const struct opts *o, const struct model_res *mres, int 
             printf("  %s\n", mr->off.msg);
         }
         const struct off_row *ce = off_at(mr, o->e2e_batch);
-        const char *hdr = "  %-26s %10s %9s %9s %9s %7s %8s\n";
+        const char *hdr = "  %-26s %10s %9s %9s %9s %7s %8s %6s %9s\n";
         if (mr->ceil_again > 0) {
             char a[32], b[32];
             printf("  batch %u kept full, measured again after the e2e rows: %s rows/s (first "
@@ -365,7 +370,7 @@ void print_model_report(const struct opts *o, const struct model_res *mres, int 
                "offline rows/s at batch %u)\n", o->e2e_batch, o->e2e_delay_us, o->e2e_batch);
         if (mr->ne2e)
             printf(hdr, "agents (window)", "tasks/s", "mean us", "p50 us", "p99 us", "busy",
-                   "avg batch");
+                   "avg batch", "CPUs", "CPU/task");
         else
             printf("  (skipped)\n");
         for (int k = 0; k < mr->ne2e; k++) {
@@ -393,7 +398,8 @@ void print_model_report(const struct opts *o, const struct model_res *mres, int 
         printf("\n 4. One task at a time vs pipelined, %u agents (max batch %u, max delay %u us)\n",
                o->cmp_agents, o->e2e_batch, o->e2e_delay_us);
         if (mr->ran_cmp) {
-            printf(hdr, "mode", "tasks/s", "mean us", "p50 us", "p99 us", "busy", "avg batch");
+            printf(hdr, "mode", "tasks/s", "mean us", "p50 us", "p99 us", "busy", "avg batch",
+                   "CPUs", "CPU/task");
             print_mrow(&mr->sync, "sync (oag_infer loop)", NULL);
             char lab[64];
             snprintf(lab, sizeof lab, "pipelined (window %u)", mr->pipe.window);
@@ -406,7 +412,8 @@ void print_model_report(const struct opts *o, const struct model_res *mres, int 
 
         printf("\n 5. No batching vs dynamic batching, %u sync agents\n", o->cmp_agents);
         if (mr->ran_batching) {
-            printf(hdr, "config", "tasks/s", "mean us", "p50 us", "p99 us", "busy", "avg batch");
+            printf(hdr, "config", "tasks/s", "mean us", "p50 us", "p99 us", "busy", "avg batch",
+                   "CPUs", "CPU/task");
             print_mrow(&mr->nobatch, "--max-batch 1", off_at(mr, 1));
             char lab[64];
             snprintf(lab, sizeof lab, "--max-batch %u --delay %u", o->dyn_batch, o->dyn_delay_us);
@@ -457,7 +464,9 @@ void print_model_report(const struct opts *o, const struct model_res *mres, int 
     }
     printf("\n(busy: the engine's busy time over wall time, from status --json, summed over its "
            "instances (with --data-threads K, K share each GPU); avg batch: rows/batches in the "
-           "window; latencies are submit to result, sampled; (streaming stores), (K data "
+           "window; CPUs: the host's CPUs busy on average over the window (/proc/stat: the "
+           "agents, the supervisor, the driver, everything); CPU/task: that CPU time per task "
+           "completed; latencies are submit to result, sampled; (streaming stores), (K data "
            "threads): the supervisor advised the one, ran the other, by default or as set)\n");
     fflush(stdout);
 }

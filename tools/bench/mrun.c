@@ -55,6 +55,27 @@ void samp_add(uint32_t *s, struct mrun_agent *r, uint32_t cap, uint64_t *rng, ui
     }
 }
 
+/* The host's CPU time so far, in clock ticks: busy (user, nice, system, irq, softirq, steal)
+ * and in all. Zeros when /proc/stat cannot be read. */
+struct cpu_snap {
+    uint64_t busy, total;
+};
+
+static void cpu_snap(struct cpu_snap *cs)
+{
+    unsigned long long v[8] = { 0 };
+    FILE *f = fopen("/proc/stat", "r");
+    cs->busy = cs->total = 0;
+    if (!f)
+        return;
+    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
+               &v[5], &v[6], &v[7]) == 8) {
+        cs->busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+        cs->total = cs->busy + v[3] + v[4];
+    }
+    fclose(f);
+}
+
 /* Window mode: counts a completion at t1 (latency ns) in its window and samples it there. */
 void win_add(const struct mrun_cfg *cfg, struct mrun_agent *r, uint32_t *samp, uint64_t *rng,
              uint64_t t_start, uint64_t t1, uint64_t ns)
@@ -364,6 +385,7 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
     res->window = cfg->window;
     res->sync = cfg->sync;
     res->busy_frac = -1;
+    res->host_cpus = res->cpu_us_task = -1;
     res->stream_rows = -1;
     if (!sh || !pids) {
         rc = -ENOMEM;
@@ -445,6 +467,7 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
     oag_store_relaxed_u64(&sh->t_start, t_start); /* the agents read them after the pipe's EOF */
     oag_store_relaxed_u64(&sh->t_end, t_end);
     struct eng_stats st0 = { 0 }, st1 = { 0 };
+    struct cpu_snap cs0 = { 0 }, cs1 = { 0 };
     uint64_t q0 = 0, q1 = 0;
     unsigned last_win = 0;
     close(start_pipe[1]);
@@ -452,6 +475,7 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
     if (!cfg->iters) {
         sleep_until(t_start);
         q0 = now_ns();
+        cpu_snap(&cs0);
         run_stats(o, s, cfg, &st0);
         q0 = (q0 + now_ns()) / 2;
         if (win_mode) {
@@ -469,6 +493,7 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
             sleep_until(t_end);
         }
         q1 = now_ns();
+        cpu_snap(&cs1);
         run_stats(o, s, cfg, &st1);
         q1 = (q1 + now_ns()) / 2;
     }
@@ -572,6 +597,14 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
     if (st1.ok) {
         res->stream_rows = st1.stream_rows;
         res->data_threads = st1.data_threads;
+    }
+    if (cs0.total && cs1.total >= cs0.total + 20 && cs1.busy >= cs0.busy && res->done > 0) {
+        /* every process on the host: the agents, the supervisor, the driver's threads; ticks
+         * of 1/CLK_TCK s, so only over 20 or more of them in all (else unknown) */
+        double busy_s = (double)(cs1.busy - cs0.busy) / (double)sysconf(_SC_CLK_TCK);
+        double cpus = (double)sysconf(_SC_NPROCESSORS_ONLN);
+        res->host_cpus = cpus * (double)(cs1.busy - cs0.busy) / (double)(cs1.total - cs0.total);
+        res->cpu_us_task = busy_s * 1e6 / (double)res->done;
     }
     if (st0.ok && st1.ok && q1 > q0) {
         res->busy_frac = (st1.busy_s - st0.busy_s) / ((double)(q1 - q0) / 1e9);

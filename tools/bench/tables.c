@@ -55,6 +55,10 @@ void jrow_mrun(cJSON *row, const struct mrun_res *r)
     jnum(row, "p99_us", r->p99_us);
     jnum(row, "busy_pct", r->busy_frac >= 0 ? r->busy_frac * 100 : NAN);
     jnum(row, "avg_batch", r->avg_batch);
+    if (r->host_cpus >= 0) {
+        jnum(row, "host_cpus", r->host_cpus);
+        jnum(row, "cpu_us_per_task", r->cpu_us_task);
+    }
     if (r->stream_rows >= 0)
         cJSON_AddBoolToObject(row, "stream_rows", r->stream_rows);
     if (r->data_threads > 0)
