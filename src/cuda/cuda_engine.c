@@ -24,10 +24,16 @@
  * Completion: a thread of the engine waits for each slot's event in submission order,
  * publishes it with a release store of done_seq and writes the eventfd. It sleeps through most
  * of a batch's predicted time (an average per bucket), spins on cudaEventQuery over the
- * predicted end (at most OAG_CUDA_SPIN_US, default 1000; 0: never spin or sleep), and falls
- * back to a blocking wait (cudaEventBlockingSync events). A blocking wait alone costs an
- * interrupt-driven wake-up per batch: on the H100, 2-layer 768 fp16, batch 16-64, 82-86 us
- * instead of 50-54 us (plain cuBLAS with a spinning sync: 37-42 us). Not cudaLaunchHostFunc:
+ * predicted end (at most OAG_CUDA_SPIN_US, default 1000; 0: never spin), then polls the event
+ * between short sleeps (20 us doubling to 200 us). The events are not cudaEventBlockingSync:
+ * such an event makes the GPU interrupt the host once per batch, whether a thread waits on it
+ * or not, and the driver's thread that takes the interrupt runs on the CPU the interrupt goes
+ * to; an agent that lands on that CPU was preempted per task (on the H100 machine, batch 1:
+ * oag_infer p50 59-60 us with the agent on the interrupts' CPU against 32-33 us elsewhere, the
+ * "slow runs" of sessions 5-9). OAG_CUDA_EVENT_IRQ=1 keeps blocking-sync events and falls back
+ * to cudaEventSynchronize (the old way). A blocking wait alone costs an interrupt-driven
+ * wake-up per batch: on the H100, 2-layer 768 fp16, batch 16-64, 82-86 us instead of 50-54 us
+ * (plain cuBLAS with a spinning sync: 37-42 us). Not cudaLaunchHostFunc:
  * after a device error the runtime skips host functions, so a failed batch would never be
  * announced and the scheduler would wait forever; the thread instead sees the error from the
  * event and fails the batch. Not a thread that polls all the time: it would burn a core the
@@ -90,6 +96,8 @@
 #define CU_SLEEP_MIN_NS 200000L   /* shorter predicted batches are not slept through */
 #define CU_SPIN_LEAD_NS 100000L   /* wake this long before the predicted end */
 #define CU_SPIN_MIN_NS 20000L
+#define CU_POLL_MIN_NS 20000L     /* a batch later than its spin: polled after sleeps this long */
+#define CU_POLL_MAX_NS 200000L    /* ... doubling up to this */
 /* Blocks of the gather/scatter kernels at most (OAG_CUDA_ROW_BLOCKS; 0: one per row). With the
  * copy kernels at high priority (row_prio), 32 blocks keep the bus busy and leave the
  * multiprocessors to the batches computing on the other streams: on the H100 machine 4096-model
@@ -182,6 +190,7 @@ struct oag_engine {
     struct cu_hostbuf *hostbufs;   /* host_alloc'ed, pinned; submitting thread only */
     int rows_by_ptr;               /* the device can use registered host pointers directly */
     int timing;                    /* OAG_CUDA_TIMING=1: time batches with events */
+    int event_irq;                 /* OAG_CUDA_EVENT_IRQ=1: blocking-sync completion events */
     unsigned row_blocks;           /* blocks of the gather/scatter kernels (0: one per row) */
     int row_prio;                  /* OAG_CUDA_ROW_PRIO (default 1): gather and scatter at the
                                       device's greatest stream priority, GEMMs at the least, so
@@ -626,7 +635,8 @@ static int slot_build(struct oag_engine *e, struct cu_slot *s, int graphs)
             CU_TRY(e, cudaEventCreateWithFlags(&s->join[k], cudaEventDisableTiming), "event");
         }
     }
-    CU_TRY(e, cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming | cudaEventBlockingSync),
+    CU_TRY(e, cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming |
+                                                     (e->event_irq ? cudaEventBlockingSync : 0)),
            "event");
     if (e->timing) {
         CU_TRY(e, cudaEventCreate(&s->t0), "timing event");
@@ -844,8 +854,15 @@ static cudaError_t wait_event(struct oag_engine *e, struct cu_slot *s)
             err = cudaEventQuery(s->done);
         }
     }
-    if (err == cudaErrorNotReady)
+    if (err == cudaErrorNotReady && e->event_irq)
         err = cudaEventSynchronize(s->done);
+    /* Later than predicted: poll between sleeps, 20 us doubling to 200 us (no interrupt). */
+    long nap = CU_POLL_MIN_NS;
+    while (err == cudaErrorNotReady) {
+        sleep_until(now_ns() + nap);
+        err = cudaEventQuery(s->done);
+        nap = nap * 2 < CU_POLL_MAX_NS ? nap * 2 : CU_POLL_MAX_NS;
+    }
     if (err == cudaSuccess) {
         long d = now_ns() - s->t_submit;
         *pred = *pred ? (3 * *pred + d) / 4 : d;
@@ -1049,6 +1066,8 @@ static int cuda_create(struct oag_engine **out, const struct oag_engine_params *
     e->tf32 = v && *v == '1';
     v = getenv("OAG_CUDA_TIMING");
     e->timing = v && *v == '1';
+    v = getenv("OAG_CUDA_EVENT_IRQ");
+    e->event_irq = v && *v == '1';
     v = getenv("OAG_CUDA_GREEN_SMS");
     e->green_sms = v ? (unsigned)atoi(v) : CU_GREEN_SMS;
     v = getenv("OAG_CUDA_ROW_PRIO");
