@@ -426,11 +426,13 @@ int batcher_collect(struct shard *sh)
     /* A lane's tasks taken in one visit sit together in the queue, and so in a batch: with rows
      * by pointer they are adjacent in the lane, and the engine moves such a run as one transfer
      * (one call per run: the fewer, the less host time per batch). So take up to 32 at a time
-     * where batches are large enough for that to stay fair within a few batches. */
+     * where batches are large enough for that to stay fair within a few batches, 64 from 512
+     * (an eighth of a batch; 768 model, 64 agents, H200: 10.8 / 10.9 M tasks/s against 10.7 /
+     * 10.3 M with 32, docs/BENCHMARKS.md session 11). */
     uint32_t quantum = s->cfg.intake_quantum;
     if (!quantum) {
         quantum = s->cfg.max_batch / sh->nactive;
-        uint32_t floor = s->cfg.max_batch >= 128 ? 32 : 8;
+        uint32_t floor = s->cfg.max_batch >= 512 ? 64 : s->cfg.max_batch >= 128 ? 32 : 8;
         if (quantum < floor)
             quantum = floor;
     }

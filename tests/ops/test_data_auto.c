@@ -1,9 +1,10 @@
 /*
  * test_data_auto.c - --data-threads auto|K: how many threads serve the lanes
  * (src/scheduler/shard_auto.h, data_threads_decide).
- *  1. the decision: two threads for a GPU engine (rows read across the bus) with rows of 4 KB
- *     or less, batches of 256 or more, 8 CPUs or more and a queue of two batches; one
- *     otherwise, each case with its reason;
+ *  1. the decision: for a GPU engine (rows read across the bus) with batches of 256 or more,
+ *     8 CPUs or more and a queue of two batches, two threads, three where rows are 4 KB or
+ *     less with 12 CPUs or more and a queue of three batches; one otherwise, each case with
+ *     its reason;
  *  2. a real supervisor by default (auto) on an engine that reads rows with the CPU: one
  *     thread, status (JSON and text) says auto and why, and tasks are served;
  *  3. --data-threads 2: two threads, status says they were set, lanes spread over both and
@@ -22,18 +23,25 @@
 static void decide_cases(void)
 {
     const char *why = NULL;
-    /* the 768-wide model on the H100 host: 3 KB rows, 16 CPUs, queue 4096, batch 512 */
-    CHECK(data_threads_decide(1, 3072, 16, 16, 4096, 512, &why) == 2 && strstr(why, "GPU"),
-          "GPU, 3 KB rows, 16 CPUs: not 2 threads (%s)", why);
+    /* the 768-wide model on the GPU host: 3 KB rows, 16 CPUs, queue 8192, batch 512 */
+    CHECK(data_threads_decide(1, 3072, 16, 16, 8192, 512, &why) == 3 && strstr(why, "GPU"),
+          "GPU, 3 KB rows, 16 CPUs: not 3 threads (%s)", why);
+    CHECK(data_threads_decide(1, 4096, 12, 12, 1536, 512, &why) == 3, "4 KB rows, 12 CPUs: not 3");
+    CHECK(data_threads_decide(1, 4096, 11, 11, 8192, 512, &why) == 2, "11 CPUs: not 2");
     CHECK(data_threads_decide(1, 4096, 8, 8, 1024, 512, &why) == 2, "4 KB rows, 8 CPUs: not 2");
-    CHECK(data_threads_decide(1, 3072, 16, 16, 4096, 256, &why) == 2, "batch 256: not 2 threads");
+    CHECK(data_threads_decide(1, 3072, 16, 16, 1535, 512, &why) == 2 && strstr(why, "three"),
+          "a queue of less than three batches: not 2 threads (%s)", why);
+    CHECK(data_threads_decide(1, 3072, 16, 2, 8192, 512, &why) == 2, "--cpus with 2 CPUs: not 2");
+    CHECK(data_threads_decide(1, 3072, 16, 3, 8192, 512, &why) == 3, "--cpus with 3 CPUs: not 3");
+    CHECK(data_threads_decide(1, 3072, 16, 16, 4096, 256, &why) == 3, "batch 256: not 3 threads");
     /* small batches: the 64 synchronous agents of the bench's dynamic-batching row */
     CHECK(data_threads_decide(1, 3072, 16, 16, 4096, 32, &why) == 1 && strstr(why, "256"),
           "max batch 32: not 1 thread (%s)", why);
-    /* the 4096-wide model: 16 KB rows go by the copy engines */
-    CHECK(data_threads_decide(1, 16384, 16, 16, 4096, 512, &why) == 1 && strstr(why, "copy-engine"),
-          "16 KB rows: not 1 thread (%s)", why);
-    CHECK(data_threads_decide(1, 4100, 16, 16, 4096, 512, &why) == 1, "rows just over 4 KB: not 1");
+    /* the 4096-wide model: 16 KB rows, two threads */
+    CHECK(data_threads_decide(1, 16384, 16, 16, 8192, 512, &why) == 2 && strstr(why, "over 4 KB"),
+          "16 KB rows: not 2 threads (%s)", why);
+    CHECK(data_threads_decide(1, 4100, 16, 16, 4096, 512, &why) == 2, "rows just over 4 KB: not 2");
+    CHECK(data_threads_decide(1, 16384, 7, 7, 8192, 512, &why) == 1, "16 KB rows, 7 CPUs: not 1");
     CHECK(data_threads_decide(0, 3072, 16, 16, 4096, 512, &why) == 1 &&
               strstr(why, "no rows across"),
           "engine reading rows with the CPU: not 1 thread (%s)", why);
@@ -43,7 +51,6 @@ static void decide_cases(void)
           "7 CPUs: not 1 thread (%s)", why);
     CHECK(data_threads_decide(1, 3072, 16, 1, 4096, 512, &why) == 1 && strstr(why, "one CPU"),
           "--cpus with one CPU: not 1 thread (%s)", why);
-    CHECK(data_threads_decide(1, 3072, 16, 2, 4096, 512, &why) == 2, "--cpus with 2 CPUs: not 2");
     CHECK(data_threads_decide(1, 3072, 16, 16, 1023, 512, &why) == 1 && strstr(why, "max-queue"),
           "a queue of less than two batches: not 1 thread (%s)", why);
 }
