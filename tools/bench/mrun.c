@@ -707,13 +707,22 @@ unsigned auto_window(const struct opts *o, unsigned max_batch, unsigned agents)
 {
     if (o->m_window)
         return o->m_window;
-    /* Enough outstanding overall that the device never waits (Little's law): the engine holds
-     * 3 batches in flight and one forms, and about as many again are on their way between the
-     * engine and the agents (results being returned, tasks being resubmitted): 8 batches' worth.
-     * With 4 the queue ran dry between batches (avg batch 425 of 512 on the 4096 model). */
-    unsigned w = next_pow2((8 * max_batch + agents - 1) / agents);
-    if (w < 8)
-        w = 8;
+    /* Enough outstanding overall that the device never waits (Little's law): each engine
+     * instance holds 4 batches in flight, and the supervisor on a GPU host with batches this
+     * large runs two or three (a data thread each: 8-12 batches inside the engines), and about
+     * as many again are on their way between the engines and the agents (results being
+     * returned, tasks being resubmitted, the next batch forming): 16 batches' worth. With 8
+     * (the rule from the days of one instance) the 768 model's rows left the engines' slots
+     * half empty: on the H200 machine (session 11, two data threads) 64 agents 9.9 / 10.5 M
+     * with window 128 against 9.0 / 8.9 M with 64 (runs by copy engine from 32 KB); 512 agents
+     * 8.4 / 8.6 M with window 16 against 6.0 / 5.6 M with 8. And at least 32 an agent: an
+     * agent that waits sleeps, and its wake-up (~10 us of CPU on the GPU host, both sides)
+     * should carry many results; 512 agents (three data threads) 12.3 / 11.8 M with window 32
+     * against 9.2 / 9.6 M with 16, the host's CPUs as busy: one process wake-up per 16 tasks
+     * bounded it. */
+    unsigned w = next_pow2((16 * max_batch + agents - 1) / agents);
+    if (w < 32)
+        w = 32;
     if (w > 1024)
         w = 1024;
     return w;
