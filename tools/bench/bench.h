@@ -445,7 +445,8 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
                 struct mrun_res *res);
 int msup_start(const struct opts *o, const struct model_res *mr, const char *backend,
                       const struct msup_cfg *c, struct sup *s);
-unsigned auto_window(const struct opts *o, unsigned max_batch, unsigned agents);
+unsigned auto_window(const struct opts *o, const struct model_res *mr, unsigned max_batch,
+                     unsigned agents);
 struct msup_cfg msup_for(const struct opts *o, unsigned max_batch, unsigned delay_us,
                                 unsigned agents, unsigned window);
 int mrow_group(const struct opts *o, const struct model_res *mr, const char *backend,

@@ -114,7 +114,7 @@ static int bench_model(const struct opts *o, struct model_res *mr)
     /* 2. end to end, async agents */
     if (!o->skip_e2e) {
         for (int i = 0; i < o->ne2e && !g_stop; i++) {
-            unsigned na = o->e2e_agents[i], w = auto_window(o, o->e2e_batch, na);
+            unsigned na = o->e2e_agents[i], w = auto_window(o, mr, o->e2e_batch, na);
             struct mrun_res *r = &mr->e2e[mr->ne2e++];
             snprintf(r->name, sizeof r->name, "%s e2e, %u agents", mr->label, na);
             r->agents = na;
@@ -181,7 +181,7 @@ static int bench_model(const struct opts *o, struct model_res *mr)
 
     /* 4. one task at a time vs pipelined, one supervisor */
     if (!o->skip_sync && !g_stop) {
-        unsigned na = o->cmp_agents, w = auto_window(o, o->e2e_batch, na);
+        unsigned na = o->cmp_agents, w = auto_window(o, mr, o->e2e_batch, na);
         snprintf(mr->sync.name, sizeof mr->sync.name, "%s sync, %u agents", mr->label, na);
         snprintf(mr->pipe.name, sizeof mr->pipe.name, "%s pipelined, %u agents", mr->label, na);
         mr->ran_cmp = 1;

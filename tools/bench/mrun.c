@@ -703,7 +703,12 @@ int msup_start(const struct opts *o, const struct model_res *mr, const char *bac
     return sup_start_argv(o->supervisor, s, args, NULL, o->sup_ready_s * 1000u);
 }
 
-unsigned auto_window(const struct opts *o, unsigned max_batch, unsigned agents)
+/* The engine's work a sleeping agent's wake-up should carry, in seconds: the wake-up costs ~10
+ * us of the GPU host's CPU, both sides together (session 10's profiles). */
+#define WAKE_WORK_S 2e-6
+
+unsigned auto_window(const struct opts *o, const struct model_res *mr, unsigned max_batch,
+                     unsigned agents)
 {
     if (o->m_window)
         return o->m_window;
@@ -715,14 +720,25 @@ unsigned auto_window(const struct opts *o, unsigned max_batch, unsigned agents)
      * (the rule from the days of one instance) the 768 model's rows left the engines' slots
      * half empty: on the H200 machine (session 11, two data threads) 64 agents 9.9 / 10.5 M
      * with window 128 against 9.0 / 8.9 M with 64 (runs by copy engine from 32 KB); 512 agents
-     * 8.4 / 8.6 M with window 16 against 6.0 / 5.6 M with 8. And at least 32 an agent: an
-     * agent that waits sleeps, and its wake-up (~10 us of CPU on the GPU host, both sides)
-     * should carry many results; 512 agents (three data threads) 12.3 / 11.8 M with window 32
-     * against 9.2 / 9.6 M with 16, the host's CPUs as busy: one process wake-up per 16 tasks
-     * bounded it. */
+     * 8.4 / 8.6 M with window 16 against 6.0 / 5.6 M with 8.
+     *
+     * And an agent that waits sleeps: its wake-up should carry WAKE_WORK_S of the engine's
+     * work at the offline ceiling (when it was measured), or the host's CPUs go to wake-ups
+     * before the engine is busy. On the H100 machine (session 11), 512 agents: the 768 model
+     * (14.7 M rows/s: 32 tasks) 11.0 / 11.0 M with window 32 against 9.2 / 8.7 M with 16; the
+     * 4096 model (2.96 M: 8 tasks, and 16 from the batches) 2.56 / 2.71 M with 16 against
+     * 2.44 / 2.39 with 8 and 2.25 / 2.23 M with 32 (its 16 KB rows: more in flight only costs
+     * the host). */
     unsigned w = next_pow2((16 * max_batch + agents - 1) / agents);
-    if (w < 32)
-        w = 32;
+    const struct off_row *ce = mr ? off_at(mr, max_batch) : NULL;
+    if (ce && ce->rows_s > 0) {
+        double t = ce->rows_s * WAKE_WORK_S;
+        unsigned wake = t >= 1024 ? 1024 : next_pow2((unsigned)t + (t > (unsigned)t));
+        if (w < wake)
+            w = wake;
+    }
+    if (w < 8)
+        w = 8;
     if (w > 1024)
         w = 1024;
     return w;

@@ -29,7 +29,7 @@ int t_sync(struct tctx *c)
     unsigned ceil_b[] = { o->e2e_batch };
     if (tctx_offline(c, ceil_b, 1, o->off_iters, o->off_max_s))
         c->failures++;
-    unsigned na = o->cmp_agents, w = auto_window(o, o->e2e_batch, na), cap = o->m_samples;
+    unsigned na = o->cmp_agents, w = auto_window(o, &c->mr, o->e2e_batch, na), cap = o->m_samples;
     struct mrun_res rs = { .name = "" }, rp = { .name = "" }, rd = { .name = "" };
     snprintf(rs.name, sizeof rs.name, "sync, %u agents", na);
     snprintf(rp.name, sizeof rp.name, "pipelined (window 2), %u agents", na);
