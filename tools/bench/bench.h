@@ -381,6 +381,7 @@ int bench_oag_latency(const struct opts *o, int sleeping, uint32_t *samples);
 const char *fmt_rate(char *buf, size_t cap, double r);
 const char *fmt_us(char *buf, size_t cap, double us);
 const char *fmt_pct(char *buf, size_t cap, double f);
+const char *fmt_host_cpus(char *buf, size_t cap);
 
 /* sup.c */
 int sup_stop(struct sup *s);

@@ -26,8 +26,9 @@ void print_report(const struct opts *o, const struct lat_res lat[5],
     struct utsname u;
     char b1[32], b2[32];
     uname(&u);
-    printf("\noag-bench (liboag %s): %d-byte messages, %ld online CPUs, %s %s %s\n",
-           oag_version(), MSG, sysconf(_SC_NPROCESSORS_ONLN), u.sysname, u.release, u.machine);
+    char hc[192];
+    printf("\noag-bench (liboag %s): %d-byte messages, %s, %s %s %s\n", oag_version(), MSG,
+           fmt_host_cpus(hc, sizeof hc), u.sysname, u.release, u.machine);
     printf("\nRound-trip latency, microseconds (%u round trips per path after %u warm-up; "
            "p50 ratio vs baseline)\n", o->iters, o->warmup);
     printf("  %-48s %9s %9s %9s\n", "path", "p50", "p99", "p99.9");

@@ -316,8 +316,9 @@ void print_model_report(const struct opts *o, const struct model_res *mres, int 
     struct utsname u;
     uname(&u);
     char a[32], b[32], c[32], d[32];
-    printf("\noag-bench model mode (liboag %s): %ld online CPUs, %s %s %s\n", oag_version(),
-           sysconf(_SC_NPROCESSORS_ONLN), u.sysname, u.release, u.machine);
+    char hc[192];
+    printf("\noag-bench model mode (liboag %s): %s, %s %s %s\n", oag_version(),
+           fmt_host_cpus(hc, sizeof hc), u.sysname, u.release, u.machine);
     printf("targets: e2e tasks/s >= 0.8x the offline engine at the same max batch; oag_infer p50 "
            "at batch 1 <= offline forward + 15 us (informative)\n");
     for (int i = 0; i < nm; i++) {

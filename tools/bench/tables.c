@@ -101,8 +101,10 @@ void tprint_head(struct tctx *c, const char *title)
     gethostname(host, sizeof host - 1);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     printf("\nTable %d. %s\n", c->o->table, title);
-    printf("  machine: %s, %ld online CPUs, %s %s %s; liboag %s; backend %s\n", host, cpus,
-           u.sysname, u.release, u.machine, oag_version(), c->backend);
+    char hc[192];
+    printf("  machine: %s, %s, %s %s %s; liboag %s; backend %s\n", host,
+           fmt_host_cpus(hc, sizeof hc), u.sysname, u.release, u.machine, oag_version(),
+           c->backend);
     cJSON_AddStringToObject(c->root, "title", title);
     cJSON *m = cJSON_AddObjectToObject(c->root, "machine");
     cJSON_AddStringToObject(m, "host", host);
