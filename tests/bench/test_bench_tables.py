@@ -93,6 +93,11 @@ def main():
                         fail(f"table {n}: row {r.get('label')}: host_cpus {hc}, "
                              f"cpu_us_per_task {ct}")
                     busy += hc > 0
+                    # the busiest data thread's working share, from the supervisor's status
+                    tb = r.get("data_thread_busy_max_pct")
+                    if not (isinstance(tb, (int, float)) and math.isfinite(tb)
+                            and 0 <= tb <= 105):
+                        fail(f"table {n}: row {r.get('label')}: data_thread_busy_max_pct {tb}")
                 if not busy:
                     fail(f"table {n}: no row saw the host's CPUs busy")
             systems = {r.get("system") for r in rows}

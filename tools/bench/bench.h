@@ -197,6 +197,8 @@ struct eng_stats {
     int ok;
     int stream_rows;         /* the supervisor advises streaming stores: 1, 0, -1 unknown */
     int data_threads;        /* its data threads (0: unknown) */
+    int nthr;                /* shards whose thread times were read */
+    double thr_busy_s[16], thr_wall_s[16]; /* each data thread working, and its lifetime */
     double busy_s, compute_s, queue_s;
     uint64_t rows, batches;
 };
@@ -212,6 +214,7 @@ struct mrun_res {
     double avg_batch;        /* rows / batches over the window; 0: unknown */
     int stream_rows;         /* the supervisor advised streaming stores at the end (-1: ?) */
     int data_threads;        /* the supervisor's data threads (0: unknown) */
+    double thr_busy_max;     /* the busiest data thread's working share of the window (< 0: ?) */
     uint64_t errors, mismatches, busy_retries, checked;
     uint64_t done, timeouts; /* completed in the window; late or -ETIMEDOUT */
     double p90_us;

@@ -308,6 +308,8 @@ static void print_mrow(const struct mrun_res *r, const char *label, const struct
         printf("  (streaming stores)");
     if (r->data_threads > 1)
         printf("  (%d data threads)", r->data_threads);
+    if (r->thr_busy_max >= 0)
+        printf("  (busiest data thread %s)", fmt_pct(f, sizeof f, r->thr_busy_max));
     printf("\n");
 }
 
@@ -468,7 +470,9 @@ void print_model_report(const struct opts *o, const struct model_res *mres, int 
            "window; CPUs: the host's CPUs busy on average over the window (/proc/stat: the "
            "agents, the supervisor, the driver, everything); CPU/task: that CPU time per task "
            "completed; latencies are submit to result, sampled; (streaming stores), (K data "
-           "threads): the supervisor advised the one, ran the other, by default or as set)\n");
+           "threads): the supervisor advised the one, ran the other, by default or as set; "
+           "busiest data thread: its time working (not spinning idle or asleep) over the "
+           "window, the most of the supervisor's data threads: near 100 %% it bounds the row)\n");
     fflush(stdout);
 }
 

@@ -385,6 +385,7 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
     res->window = cfg->window;
     res->sync = cfg->sync;
     res->busy_frac = -1;
+    res->thr_busy_max = -1;
     res->host_cpus = res->cpu_us_task = -1;
     res->stream_rows = -1;
     if (!sh || !pids) {
@@ -597,6 +598,14 @@ int mrun(const struct opts *o, const struct sup *s, const struct mrun_cfg *cfg,
     if (st1.ok) {
         res->stream_rows = st1.stream_rows;
         res->data_threads = st1.data_threads;
+    }
+    for (int k = 0; st0.ok && st1.ok && k < st0.nthr && k < st1.nthr; k++) {
+        double wall = st1.thr_wall_s[k] - st0.thr_wall_s[k];
+        if (wall > 0 && st1.thr_busy_s[k] >= st0.thr_busy_s[k]) {
+            double f = (st1.thr_busy_s[k] - st0.thr_busy_s[k]) / wall;
+            if (f > res->thr_busy_max)
+                res->thr_busy_max = f;
+        }
     }
     if (cs0.total && cs1.total >= cs0.total + 20 && cs1.busy >= cs0.busy && res->done > 0) {
         /* every process on the host: the agents, the supervisor, the driver's threads; ticks

@@ -276,6 +276,18 @@ static int parse_status(const char *json, struct eng_stats *st)
         st->stream_rows = !strncmp(q + strlen("\"on\":"), "true", 4);
     q = strstr(json, "\"data_threads\":");
     st->data_threads = q ? atoi(q + strlen("\"data_threads\":")) : 0;
+    /* each shard's thread_busy_s and thread_wall_s, in shard order */
+    q = strstr(json, "\"shards\":[");
+    const char *qe = q ? strchr(q, ']') : NULL;
+    for (const char *p = q; qe && st->nthr < 16 && (p = strstr(p, "\"thread_busy_s\":")) &&
+                            p < qe;) {
+        p += strlen("\"thread_busy_s\":");
+        st->thr_busy_s[st->nthr] = strtod(p, NULL);
+        const char *w = strstr(p, "\"thread_wall_s\":");
+        if (!w || w > qe)
+            break;
+        st->thr_wall_s[st->nthr++] = strtod(w + strlen("\"thread_wall_s\":"), NULL);
+    }
     st->ok = 1;
     return 0;
 }

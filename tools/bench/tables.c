@@ -63,6 +63,8 @@ void jrow_mrun(cJSON *row, const struct mrun_res *r)
         cJSON_AddBoolToObject(row, "stream_rows", r->stream_rows);
     if (r->data_threads > 0)
         jnum(row, "data_threads", r->data_threads);
+    if (r->thr_busy_max >= 0)
+        jnum(row, "data_thread_busy_max_pct", r->thr_busy_max * 100);
     jnum(row, "done", (double)r->done);
     jnum(row, "errors", (double)r->errors);
     jnum(row, "timeouts", (double)r->timeouts);
