@@ -445,6 +445,7 @@ int batcher_collect(struct shard *sh)
         struct lane *l = &s->lanes[sh->active[bt->rr]];
         uint32_t got = intake_lane(sh, l, quantum, now);
         bt->rr++;
+        bt->visits++;
         if (got) {
             total += (int)got;
             idle = 0;
@@ -453,6 +454,7 @@ int batcher_collect(struct shard *sh)
                 break;
         } else {
             idle++;
+            bt->visits_empty++;
         }
     }
     update_busy(sh);

@@ -236,15 +236,17 @@ static void profile_dump(struct sup *s)
         const struct shard *sh = &s->sh[k];
         double wall = (double)(now_ns() - sh->prof.start_ns) / 1e9;
         fprintf(f, "%sloop%s%.0u wall %.3f s: cqe+complete %.3f collect %.3f dispatch %.3f "
-                   "sleep %.3f (spin/other %.3f) iters %llu; tasks %llu batches %llu wakes %llu "
-                   "(thread %llu)", k ? "; " : "", k ? " " : "", k,
+                   "sleep %.3f polls that found nothing %.3f (spin/other %.3f) iters %llu; "
+                   "tasks %llu batches %llu wakes %llu "
+                   "(thread %llu) lane visits %llu (empty %llu)", k ? "; " : "", k ? " " : "", k,
                 wall, sh->prof.cqe_ns / 1e9, sh->prof.collect_ns / 1e9,
-                sh->prof.dispatch_ns / 1e9, sh->prof.sleep_ns / 1e9,
+                sh->prof.dispatch_ns / 1e9, sh->prof.sleep_ns / 1e9, sh->prof.poll_ns / 1e9,
                 wall - (double)(sh->prof.cqe_ns + sh->prof.collect_ns + sh->prof.dispatch_ns +
-                                sh->prof.sleep_ns) / 1e9,
+                                sh->prof.sleep_ns + sh->prof.poll_ns) / 1e9,
                 (unsigned long long)sh->prof.iters, (unsigned long long)sh->tasks_done,
                 (unsigned long long)sh->bat.batches, (unsigned long long)sh->bat.wakes,
-                (unsigned long long)sh->bat.wakes_handed);
+                (unsigned long long)sh->bat.wakes_handed, (unsigned long long)sh->bat.visits,
+                (unsigned long long)sh->bat.visits_empty);
         if (s->res.n)
             fprintf(f, "; shared results: batches %llu, no free chunk %llu",
                     (unsigned long long)sh->res_batches, (unsigned long long)sh->res_fallbacks);
@@ -305,7 +307,6 @@ int loop_run(struct sup *s)
         int ctl;
         int events = drain_cqes(s, &ctl);
         uint64_t now = now_ns();
-        sh->prof.cqe_ns += now - t0;
         sh->prof.iters++;
         metrics_tick(s, now); /* --metrics: snapshot every 100 ms or when a scrape asks */
         /* One thread: after any event, as ever. Several: the world stops for the timers, so
@@ -321,7 +322,12 @@ int loop_run(struct sup *s)
         }
         uint64_t wake_at;
         int got;
-        if (shard_pass(sh, now, &wake_at, &got) || events) {
+        int did = shard_pass(sh, now, &wake_at, &got);
+        if (did || events)
+            sh->prof.cqe_ns += now - t0;
+        else
+            sh->prof.poll_ns += now - t0;
+        if (did || events) {
             shard_busy(sh, got);
             idle_since = 0;
             continue;

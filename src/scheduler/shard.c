@@ -281,8 +281,12 @@ int shard_pass(struct shard *sh, uint64_t now, uint64_t *wake_at, int *got)
     *wake_at = UINT64_MAX;
     int started = batcher_dispatch(sh, now, wake_at);
     uint64_t t2 = now_ns();
-    sh->prof.collect_ns += t1 - now;
-    sh->prof.dispatch_ns += t2 - t1;
+    if (*got || started) {
+        sh->prof.collect_ns += t1 - now;
+        sh->prof.dispatch_ns += t2 - t1;
+    } else {
+        sh->prof.poll_ns += t2 - now; /* a sweep that found nothing: idle, not work */
+    }
     return *got || started;
 }
 
@@ -401,11 +405,15 @@ static void *shard_main(void *arg)
         uint64_t t0 = now_ns();
         int done = engines_reap_shard(sh);
         uint64_t now = now_ns();
-        sh->prof.cqe_ns += now - t0;
         sh->prof.iters++;
         uint64_t wake_at;
         int got;
-        if (shard_pass(sh, now, &wake_at, &got) || done) {
+        int did = shard_pass(sh, now, &wake_at, &got);
+        if (did || done)
+            sh->prof.cqe_ns += now - t0;
+        else
+            sh->prof.poll_ns += now - t0;
+        if (did || done) {
             shard_busy(sh, got);
             idle_since = 0;
             continue;

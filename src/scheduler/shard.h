@@ -62,6 +62,7 @@ struct shard {
     struct wakers wakers;      /* write its agents' wake-ups for big bursts */
     struct {                   /* where its thread's time goes (OAG_PROFILE_FILE) */
         uint64_t cqe_ns, collect_ns, dispatch_ns, sleep_ns, iters, start_ns;
+        uint64_t poll_ns;      /* passes that found nothing to reap, take or start */
     } prof;
     /* shard threads (id > 0) */
     pthread_t th;
@@ -108,9 +109,9 @@ void shard_busy(struct shard *sh, int got);
 int shard_spin(struct shard *sh, uint64_t now, uint64_t *idle_since);
 void shard_slept(struct shard *sh, uint64_t slept, uint64_t wait);
 uint64_t shard_wake_at(const struct shard *sh, uint64_t timer, uint64_t wake_at);
-/* Time its thread spent working (completions, intake, batches), not spinning idle or asleep:
- * against the wall time, whether another data thread would help (oag-ctl status). Read with
- * the world stopped. */
+/* Time its thread spent working (completions, intake, batches), not spinning idle, asleep or in
+ * passes that found nothing to do: against the wall time, whether another data thread would
+ * help (oag-ctl status). Read with the world stopped. */
 uint64_t shard_busy_ns(const struct shard *sh);
 
 /* Sums over shards (world stopped, or one shard). */

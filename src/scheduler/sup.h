@@ -236,6 +236,7 @@ struct batcher {
     uint32_t ntouched;
     int wake_fd[65536];        /* publish_touched: sleeping agents to wake */
     uint64_t wakes, wakes_handed;
+    uint64_t visits, visits_empty; /* lane visits of the intake sweep, those that took nothing */
     uint64_t batches, tasks_total, dropped, timed_out, ok, failed, engine_errors;
     uint64_t busy_events, queue_ns, compute_ns;
     uint64_t retried;          /* batches run again on another instance after a failure */

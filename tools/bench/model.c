@@ -471,8 +471,8 @@ void print_model_report(const struct opts *o, const struct model_res *mres, int 
            "agents, the supervisor, the driver, everything); CPU/task: that CPU time per task "
            "completed; latencies are submit to result, sampled; (streaming stores), (K data "
            "threads): the supervisor advised the one, ran the other, by default or as set; "
-           "busiest data thread: its time working (not spinning idle or asleep) over the "
-           "window, the most of the supervisor's data threads: near 100 %% it bounds the row)\n");
+           "busiest data thread: its time working (not spinning idle, asleep or polling in "
+           "vain) over the window, the most of the supervisor's data threads: near 100 %% it bounds the row)\n");
     fflush(stdout);
 }
 
