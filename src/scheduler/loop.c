@@ -322,12 +322,7 @@ int loop_run(struct sup *s)
         }
         uint64_t wake_at;
         int got;
-        int did = shard_pass(sh, now, &wake_at, &got);
-        if (did || events)
-            sh->prof.cqe_ns += now - t0;
-        else
-            sh->prof.poll_ns += now - t0;
-        if (did || events) {
+        if (shard_pass(sh, t0, now, events, &wake_at, &got)) {
             shard_busy(sh, got);
             idle_since = 0;
             continue;

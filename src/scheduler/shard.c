@@ -273,7 +273,8 @@ int shards_busy(struct sup *s)
 
 /* ---- one shard's loop, the parts the main loop shares ------------------------------------ */
 
-int shard_pass(struct shard *sh, uint64_t now, uint64_t *wake_at, int *got)
+int shard_pass(struct shard *sh, uint64_t t0, uint64_t now, int reaped, uint64_t *wake_at,
+               int *got)
 {
     batcher_expire(sh, now);
     *got = batcher_collect(sh);
@@ -287,7 +288,11 @@ int shard_pass(struct shard *sh, uint64_t now, uint64_t *wake_at, int *got)
     } else {
         sh->prof.poll_ns += t2 - now; /* a sweep that found nothing: idle, not work */
     }
-    return *got || started;
+    if (reaped || *got || started)
+        sh->prof.cqe_ns += now - t0;
+    else
+        sh->prof.poll_ns += now - t0;
+    return reaped || *got || started;
 }
 
 void shard_busy(struct shard *sh, int got)
@@ -408,12 +413,7 @@ static void *shard_main(void *arg)
         sh->prof.iters++;
         uint64_t wake_at;
         int got;
-        int did = shard_pass(sh, now, &wake_at, &got);
-        if (did || done)
-            sh->prof.cqe_ns += now - t0;
-        else
-            sh->prof.poll_ns += now - t0;
-        if (did || done) {
+        if (shard_pass(sh, t0, now, done, &wake_at, &got)) {
             shard_busy(sh, got);
             idle_since = 0;
             continue;

@@ -98,13 +98,15 @@ void shard_ask_main(struct shard *sh);
 void shards_serve_requests(struct sup *s);
 
 /* A shard's loop, the parts the main loop (shard 0) shares with the shard threads:
- *   shard_pass   deadlines, intake, batches; returns whether it took or started anything
+ *   shard_pass   deadlines, intake, batches, after completions reaped since t0 (`reaped`:
+ *                whether any were); returns whether anything was reaped, taken or started
  *                (*got: tasks taken; *wake_at: when a batch delay runs out)
  *   shard_busy   after a pass that did something (a spin that found work grows the budget)
  *   shard_spin   idle: 1 while the adaptive spin budget lasts (spun once more), 0: sleep
  *   shard_slept  after a sleep of `slept` ns out of `wait`: woken that soon, spin longer
  *   shard_wake_at  when to wake at the latest: timer, a batch delay, a queued deadline */
-int shard_pass(struct shard *sh, uint64_t now, uint64_t *wake_at, int *got);
+int shard_pass(struct shard *sh, uint64_t t0, uint64_t now, int reaped, uint64_t *wake_at,
+               int *got);
 void shard_busy(struct shard *sh, int got);
 int shard_spin(struct shard *sh, uint64_t now, uint64_t *idle_since);
 void shard_slept(struct shard *sh, uint64_t slept, uint64_t wait);
