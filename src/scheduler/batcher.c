@@ -2,8 +2,16 @@
  * batcher.c - the dynamic batcher between the lanes and the engine instances.
  *
  * Intake: tasks are taken from the lanes round-robin, a quantum per lane per sweep, into FIFO
- * queues per priority level (bounded overall by --max-queue; when full, intake stops and the
- * region's busy flag makes agents' submits fail at once with -EBUSY). Only the validated header
+ * queues per priority level. With --intake-settle (auto: where the engine reads rows in place
+ * across a bus), a lane whose submission index moved since the last visit and holds less than
+ * a quantum is left until the next visit: an agent submits a burst a task at a time, and taken
+ * mid-burst its rows would reach the device as two runs (two copy-engine transfers, or a
+ * gather kernel for the short one) and its results come back in two pieces, which it then
+ * resubmits as two bursts again: on the H100 machine, 768-wide rows, 512 agents, the share of
+ * rows the SMs gathered went from 9-33 % to under 1 % and tasks/s up 4-8 % (docs/BENCHMARKS.md,
+ * session 13). The shard does not sleep while such a lane waits (lanes_have_work()).
+ * The queues are bounded overall by --max-queue; when full, intake stops and the region's busy
+ * flag makes agents' submits fail at once with -EBUSY. Only the validated header
  * is copied at intake; the payload stays in the lane's slot until the task enters a batch, where
  * it is copied exactly once, into the engine's (pinned) batch buffer. Because tasks of different
  * priorities leave a lane out of order, each lane keeps a flag per slot and hands slots back to
@@ -46,7 +54,8 @@
 #define NIL UINT32_MAX
 #define F_TAKEN 1u   /* submission slot copied out (or expired): may be handed back */
 #define F_READY 2u   /* completion slot written, not yet published (indexed by completion slot) */
-#define NO_SHARED UINT64_MAX /* lane_put_result: the result is not in the shared result area */
+#define NO_SHARED UINT64_MAX
+#define SETTLE_BYTES (256u << 10) /* --intake-settle: bursts up to this many bytes wait whole */ /* lane_put_result: the result is not in the shared result area */
 
 static uint32_t prio_of(uint8_t p) { return p < OAG_PRIORITY_LEVELS ? p : OAG_PRIORITY_LEVELS - 1; }
 
@@ -344,6 +353,7 @@ static uint32_t intake_lane(struct shard *sh, struct lane *l, uint32_t want, uin
     struct batcher *bt = &sh->bat;
     if (l->cut_why)
         return 0; /* being cut by the main thread */
+    uint32_t seen = l->sub.peer; /* the index the last visit read */
     int avail = ring_cons_avail(&l->sub);
     if (avail < 0) {
         shard_cut(sh, l, "submission ring index out of range");
@@ -352,6 +362,12 @@ static uint32_t intake_lane(struct shard *sh, struct lane *l, uint32_t want, uin
     uint32_t fresh = (uint32_t)avail - (l->intake - l->sub.mine);
     if (fresh == 0)
         return 0;
+    if (fresh < s->settle_rows && fresh < want && l->sub.peer != seen) {
+        /* The agent is still adding to these: take them next visit, as one run. The shard
+         * does not sleep meanwhile (lanes_have_work() sees them). */
+        bt->settle_waits++;
+        return 0;
+    }
     uint32_t reserved = lane_reserved(s, l);
     int space = ring_prod_space(&l->cmp, reserved + 1);
     if (space < 0) {
@@ -459,6 +475,18 @@ int batcher_collect(struct shard *sh)
     }
     update_busy(sh);
     return total;
+}
+
+void batcher_settle_resolve(struct sup *s)
+{
+    const struct oag_engine_ops *ops = s->engine_ops;
+    int on = s->cfg.intake_settle;
+    if (on < 0)
+        on = ops && ops->bus_reads && ops->host_register && !s->cfg.copy_rows;
+    /* Rows up to SETTLE_BYTES, at least 2: longer runs gain a transfer little (16 KB rows:
+     * 16, 3 KB rows: 85, more than the quantum). */
+    uint32_t rows = SETTLE_BYTES / (s->cfg.max_payload ? s->cfg.max_payload : 1);
+    s->settle_rows = on ? (rows < 2 ? 2 : rows) : 0;
 }
 
 int lanes_have_work(struct shard *sh)

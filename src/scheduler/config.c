@@ -288,14 +288,15 @@ static int set_int_auto(struct parse *p, const struct opt *o, const char *v)
     return set_int(p, o, v);
 }
 
-static int set_stream_rows(struct parse *p, const struct opt *o, const char *v)
+/* auto|on|off into an int field: -1, 1, 0. */
+static int set_auto_switch(struct parse *p, const struct opt *o, const char *v)
 {
     if (!strcmp(v, "auto"))
-        p->c->stream_rows = -1;
+        *FIELD(p, o, int) = -1;
     else if (!strcmp(v, "on"))
-        p->c->stream_rows = 1;
+        *FIELD(p, o, int) = 1;
     else if (!strcmp(v, "off"))
-        p->c->stream_rows = 0;
+        *FIELD(p, o, int) = 0;
     else {
         opt_err(p, o->name, "expected auto, on or off, got '%s'", v);
         return -EINVAL;
@@ -487,7 +488,7 @@ enum {
     O_RDELAY, O_RMAX, O_RBURST, O_RWINDOW, O_STOP, O_ALLOW_UID, O_ALLOW_GID, O_SOCK_MODE,
     O_LOG_DIR, O_LOG_MAX, O_LOG_KEEP, O_EXIT_FLEET, O_GPUS, O_THREADS, O_PREFERRED, O_MAX_QUEUE,
     O_IN_ORDER, O_COPY_THREADS, O_METRICS, O_COPY_ROWS, O_INSTANCES, O_AGENT_NICE, O_WAKERS,
-    O_QUANTUM, O_SHARED_RESULTS, O_DATA_THREADS, O_STREAM_ROWS, O_CPUS,
+    O_QUANTUM, O_SETTLE, O_SHARED_RESULTS, O_DATA_THREADS, O_STREAM_ROWS, O_CPUS,
     O_LISTEN, O_ADVERTISE, O_CURVE_SECRET, O_CURVE_ALLOWED, O_ETCD, O_ETCD_PREFIX, O_ETCD_TTL,
     O_FORWARD, O_NET_LANES, O_NET_BATCH_MAX, O_NET_BATCH_DELAY, O_NET_WINDOW, O_NET_FRAME_MAX, O_NET_HWM,
 };
@@ -532,6 +533,11 @@ static const struct opt opts[] = {
       "tasks taken from one agent's lane per round-robin sweep, at\n"
       "most (default 0: max batch / agents, at least 8, and at least\n"
       "32 when the max batch is 128 or more)" },
+    { "intake-settle", O_SETTLE, "auto|on|off", set_auto_switch, 0, 0, OFF(intake_settle), 0,
+      "take a lane's tasks once its agent has stopped adding to them\n"
+      "(its submission index unchanged since the last visit) or a\n"
+      "quantum waits, so that a burst stays one run of rows (default\n"
+      "auto: on where the engine reads rows in place across a bus)" },
     { "shared-results", O_SHARED_RESULTS, "N", set_u32, 0, 4096, OFF(shared_results), 0,
       "a shared result area of N batches (default 0: none): the\n"
       "engine writes each batch's results there in one piece (one\n"
@@ -555,7 +561,7 @@ static const struct opt opts[] = {
       "wake-up threads and share of --max-queue and of\n"
       "--shared-results; for fleets whose tasks/s one thread cannot\n"
       "take in (oag-ctl status shows how busy each thread is)" },
-    { "stream-rows", O_STREAM_ROWS, "auto|on|off", set_stream_rows, 0, 0, 0, 0,
+    { "stream-rows", O_STREAM_ROWS, "auto|on|off", set_auto_switch, 0, 0, OFF(stream_rows), 0,
       "advise agents to write rows of 1 KB or more with streaming\n"
       "stores (default auto: while a GPU reads them in place and the\n"
       "rows in flight fit in the agents' cores' L2 caches)" },
@@ -881,6 +887,7 @@ void config_defaults(struct sup_config *c)
     c->waker_threads = -1;
     c->data_threads = 0; /* auto */
     c->stream_rows = -1;
+    c->intake_settle = -1;
     c->instances = 1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     c->threads = ncpu >= 8 ? (int)(ncpu / 4) : 1; /* BLAS threads for the cpu engine */

@@ -94,10 +94,13 @@ static long heartbeat_age_ms(struct lane *l, uint64_t now, uint64_t *submitted,
     return (long)((now - st.heartbeat_ns) / 1000000u);
 }
 
-static const char *stream_mode(const struct sup *s)
+static const char *auto_switch(int v)
 {
-    return s->cfg.stream_rows < 0 ? "auto" : s->cfg.stream_rows ? "on" : "off";
+    return v < 0 ? "auto" : v ? "on" : "off";
 }
+
+static const char *stream_mode(const struct sup *s) { return auto_switch(s->cfg.stream_rows); }
+static const char *settle_mode(const struct sup *s) { return auto_switch(s->cfg.intake_settle); }
 
 static void status(struct sup *s, struct out *o, int json)
 {
@@ -122,7 +125,8 @@ static void status(struct sup *s, struct out *o, int json)
                 "\"tasks_failed\":%llu,\"engine_errors\":%llu,\"busy_events\":%llu,"
                 "\"copy_rows\":%s,\"wakes\":%llu,\"wakes_by_thread\":%llu,"
                 "\"batches_retried\":%llu,\"waker_threads\":%d,\"agent_nice\":%d,"
-                "\"intake_quantum\":%u,\"shared_results\":%u,\"shared_result_batches\":%llu,"
+                "\"intake_quantum\":%u,\"intake_settle\":{\"mode\":\"%s\",\"on\":%s,"
+                "\"rows\":%u,\"waits\":%llu},\"shared_results\":%u,\"shared_result_batches\":%llu,"
                 "\"shared_result_fallbacks\":%llu,\"data_threads\":%u,"
                 "\"data_threads_auto\":%s,\"data_threads_why\":\"%s\","
                 "\"cpus\":\"%s\",\"agent_cpus\":\"%s\","
@@ -141,7 +145,8 @@ static void status(struct sup *s, struct out *o, int json)
              (unsigned long long)T.busy_events, s->cfg.copy_rows ? "true" : "false",
              (unsigned long long)T.wakes, (unsigned long long)T.wakes_handed,
              (unsigned long long)T.retried, T.wakers, s->cfg.agent_nice,
-             s->cfg.intake_quantum, s->res.n, (unsigned long long)T.res_batches,
+             s->cfg.intake_quantum, settle_mode(s), s->settle_rows ? "true" : "false",
+             s->settle_rows, (unsigned long long)T.settle_waits, s->res.n, (unsigned long long)T.res_batches,
              (unsigned long long)T.res_fallbacks, s->nsh, s->data_auto ? "true" : "false",
              s->data_auto ? s->data_auto : "", cpus, agent_cpus, stream_mode(s),
              s->hints.on ? "true" : "false", hints_why(s->hints.why),
@@ -178,9 +183,12 @@ static void status(struct sup *s, struct out *o, int json)
         char quantum[16] = "auto";
         if (s->cfg.intake_quantum)
             snprintf(quantum, sizeof quantum, "%u", s->cfg.intake_quantum);
-        outf(o, "batcher max-batch %u max-delay-us %u max-queue %u intake-quantum %s%s; "
+        outf(o, "batcher max-batch %u max-delay-us %u max-queue %u intake-quantum %s "
+                "intake-settle %s (%s, runs below %u tasks, %llu waits)%s; "
                 "queued %u; avg queue %.1f us, avg compute %.1f us per batch\n",
              s->cfg.max_batch, s->cfg.max_delay_us, s->cfg.max_queue, quantum,
+             s->settle_rows ? "on" : "off", settle_mode(s), s->settle_rows,
+             (unsigned long long)T.settle_waits,
              s->cfg.in_order ? " in-order" : "", T.npend,
              T.tasks_total ? (double)T.queue_ns / 1e3 / (double)T.tasks_total : 0.0,
              T.batches ? (double)T.compute_ns / 1e3 / (double)T.batches : 0.0);

@@ -155,6 +155,7 @@ int main(int argc, char **argv)
     err = engines_start(&s);
     if (err)
         goto out_instance;
+    batcher_settle_resolve(&s);
     if (results_open(&s)) {
         log_err("out of memory");
         goto out_instance;

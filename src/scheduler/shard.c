@@ -258,6 +258,7 @@ void shards_totals(struct sup *s, struct shard_totals *t)
         t->wakes_handed += b->wakes_handed;
         t->res_batches += sh->res_batches;
         t->res_fallbacks += sh->res_fallbacks;
+        t->settle_waits += b->settle_waits;
         t->npend += b->npend;
         t->wakers += sh->wakers.n;
     }

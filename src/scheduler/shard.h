@@ -120,7 +120,7 @@ uint64_t shard_busy_ns(const struct shard *sh);
 struct shard_totals {
     uint64_t tasks_done, batches, tasks_total, dropped, timed_out, ok, failed, engine_errors;
     uint64_t busy_events, queue_ns, compute_ns, retried, wakes, wakes_handed;
-    uint64_t res_batches, res_fallbacks;
+    uint64_t res_batches, res_fallbacks, settle_waits;
     uint32_t npend;
     int wakers;
 };

@@ -73,6 +73,7 @@ struct sup_config {
     int data_threads;          /* threads serving lanes (shards; shard.h), 1..OAG_MAX_SHARDS;
                                   0: auto (shards_auto), resolved before the region is made */
     int stream_rows;           /* --stream-rows: -1 auto, 0 off, 1 on (hints.h) */
+    int intake_settle;         /* --intake-settle: -1 auto, 0 off, 1 on (batcher.c) */
     int agent_nice;            /* agents run this many nice levels below the supervisor */
     int cpus_set;              /* --cpus given: cpus holds the supervisor's CPUs, which it runs
                                   on from the start (cpus_apply, or it exits; cpus.h) */
@@ -237,6 +238,7 @@ struct batcher {
     int wake_fd[65536];        /* publish_touched: sleeping agents to wake */
     uint64_t wakes, wakes_handed;
     uint64_t visits, visits_empty; /* lane visits of the intake sweep, those that took nothing */
+    uint64_t settle_waits;     /* visits that left a lane's fresh tasks to settle */
     uint64_t batches, tasks_total, dropped, timed_out, ok, failed, engine_errors;
     uint64_t busy_events, queue_ns, compute_ns;
     uint64_t retried;          /* batches run again on another instance after a failure */
@@ -271,6 +273,9 @@ struct sup {
     uint32_t nslots;
     uint32_t model_version;
     int ready;                 /* engines warmed up: serving */
+    uint32_t settle_rows;      /* --intake-settle resolved: a lane's fresh tasks below this
+                                  many wait for its agent to finish the burst (0: off); set
+                                  before the data threads start, read-only after */
     int reloading;
     char model_name[64];
 
@@ -324,6 +329,9 @@ void lane_mem_put(struct sup *s, struct lane_mem *m);
 int batcher_init(struct shard *sh);
 void batcher_fini(struct shard *sh);
 int batcher_collect(struct shard *sh);
+/* Resolves --intake-settle (auto: on where the engine reads rows in place across a bus).
+ * Main thread, after the engines start and before the data threads do. */
+void batcher_settle_resolve(struct sup *s);
 int batcher_dispatch(struct shard *sh, uint64_t now, uint64_t *wake_at);
 void batcher_complete(struct shard *sh, struct oag_batch *b);
 void batcher_expire(struct shard *sh, uint64_t now);
