@@ -9,7 +9,8 @@
  * gather kernel for the short one) and its results come back in two pieces, which it then
  * resubmits as two bursts again: on the H100 machine, 768-wide rows, 512 agents, the share of
  * rows the SMs gathered went from 9-33 % to under 1 % and tasks/s up 4-8 % (docs/BENCHMARKS.md,
- * session 13). The shard does not sleep while such a lane waits (lanes_have_work()).
+ * session 13). The shard does not sleep while such a lane waits (lanes_have_work()), and a
+ * lane whose agent never pauses waits SETTLE_MAX_NS at most.
  * The queues are bounded overall by --max-queue; when full, intake stops and the region's busy
  * flag makes agents' submits fail at once with -EBUSY. Only the validated header
  * is copied at intake; the payload stays in the lane's slot until the task enters a batch, where
@@ -55,7 +56,8 @@
 #define F_TAKEN 1u   /* submission slot copied out (or expired): may be handed back */
 #define F_READY 2u   /* completion slot written, not yet published (indexed by completion slot) */
 #define NO_SHARED UINT64_MAX
-#define SETTLE_BYTES (256u << 10) /* --intake-settle: bursts up to this many bytes wait whole */ /* lane_put_result: the result is not in the shared result area */
+#define SETTLE_BYTES (256u << 10) /* --intake-settle: bursts up to this many bytes wait whole */
+#define SETTLE_MAX_NS 50000ull    /* ... for this long at most */ /* lane_put_result: the result is not in the shared result area */
 
 static uint32_t prio_of(uint8_t p) { return p < OAG_PRIORITY_LEVELS ? p : OAG_PRIORITY_LEVELS - 1; }
 
@@ -364,10 +366,16 @@ static uint32_t intake_lane(struct shard *sh, struct lane *l, uint32_t want, uin
         return 0;
     if (fresh < s->settle_rows && fresh < want && l->sub.peer != seen) {
         /* The agent is still adding to these: take them next visit, as one run. The shard
-         * does not sleep meanwhile (lanes_have_work() sees them). */
-        bt->settle_waits++;
-        return 0;
+         * does not sleep meanwhile (lanes_have_work() sees them). An agent that never pauses
+         * waits SETTLE_MAX_NS at most. */
+        if (!l->settle_since)
+            l->settle_since = now;
+        if (now - l->settle_since < SETTLE_MAX_NS) {
+            bt->settle_waits++;
+            return 0;
+        }
     }
+    l->settle_since = 0;
     uint32_t reserved = lane_reserved(s, l);
     int space = ring_prod_space(&l->cmp, reserved + 1);
     if (space < 0) {

@@ -248,6 +248,7 @@ static int lane_create(struct sup *s, struct lane *l, int *fd_out)
     l->intake = 0;
     l->cmp_assign = 0;
     l->touched = 0;
+    l->settle_since = 0;
     *fd_out = fd;
     return 0;
 }

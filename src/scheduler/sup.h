@@ -159,6 +159,8 @@ struct lane {
     uint32_t shard;            /* the shard (data-plane thread) serving it */
     int shard_idx;             /* position in its shard's active list */
     const char *cut_why;       /* a shard thread found it broken: main cuts it (shard.c) */
+    uint64_t settle_since;     /* --intake-settle: when the intake first left its fresh tasks
+                                  to settle (0: not waiting) */
 };
 
 enum conn_kind { CONN_FREE, CONN_NEW, CONN_AGENT };
