@@ -4,17 +4,17 @@
  * Intake: tasks are taken from the lanes round-robin, a quantum per lane per sweep, into FIFO
  * queues per priority level. With --intake-settle (auto: where the engine reads rows in place
  * across a bus), a lane whose submission index moved since the last visit and holds less than
- * a quantum is left until the next visit: an agent submits a burst a task at a time, and taken
- * mid-burst its rows would reach the device as two runs (two copy-engine transfers, or a
- * gather kernel for the short one) and its results come back in two pieces, which it then
- * resubmits as two bursts again: on the H100 machine, 768-wide rows, 512 agents, the share of
- * rows the SMs gathered went from 9-33 % to under 1 % and tasks/s up 4-8 % (docs/BENCHMARKS.md,
- * session 13). The shard does not sleep while such a lane waits (lanes_have_work()), and a
- * lane whose agent never pauses waits SETTLE_MAX_NS at most.
+ * a quantum (and SETTLE_BYTES) is left to the next visit: an agent submits a burst a task at a
+ * time, and taken mid-burst its rows would reach the device as two runs (two copy-engine
+ * transfers, or a gather kernel for the short one) and its results come back in two pieces,
+ * which it then resubmits as two bursts again: on the H100 machine, 768-wide rows, 512 agents,
+ * the share of rows the SMs gathered went from 9-33 % to under 1 % and tasks/s up 4-11 %
+ * (docs/BENCHMARKS.md, session 13). The shard does not sleep while such a lane waits
+ * (lanes_have_work()), and a lane whose agent never pauses waits SETTLE_MAX_NS at most.
  * The queues are bounded overall by --max-queue; when full, intake stops and the region's busy
- * flag makes agents' submits fail at once with -EBUSY. Only the validated header
- * is copied at intake; the payload stays in the lane's slot until the task enters a batch, where
- * it is copied exactly once, into the engine's (pinned) batch buffer. Because tasks of different
+ * flag makes agents' submits fail at once with -EBUSY. Only the validated header is copied at
+ * intake; the payload stays in the lane's slot until the task enters a batch, where it is
+ * copied exactly once, into the engine's (pinned) batch buffer. Because tasks of different
  * priorities leave a lane out of order, each lane keeps a flag per slot and hands slots back to
  * the agent in ring order as soon as a prefix has been copied out.
  *
@@ -55,9 +55,9 @@
 #define NIL UINT32_MAX
 #define F_TAKEN 1u   /* submission slot copied out (or expired): may be handed back */
 #define F_READY 2u   /* completion slot written, not yet published (indexed by completion slot) */
-#define NO_SHARED UINT64_MAX
+#define NO_SHARED UINT64_MAX /* lane_put_result: the result is not in the shared result area */
 #define SETTLE_BYTES (256u << 10) /* --intake-settle: bursts up to this many bytes wait whole */
-#define SETTLE_MAX_NS 50000ull    /* ... for this long at most */ /* lane_put_result: the result is not in the shared result area */
+#define SETTLE_MAX_NS 50000ull    /* ... for this long at most */
 
 static uint32_t prio_of(uint8_t p) { return p < OAG_PRIORITY_LEVELS ? p : OAG_PRIORITY_LEVELS - 1; }
 

@@ -238,7 +238,8 @@ static void profile_dump(struct sup *s)
         fprintf(f, "%sloop%s%.0u wall %.3f s: cqe+complete %.3f collect %.3f dispatch %.3f "
                    "sleep %.3f polls that found nothing %.3f (spin/other %.3f) iters %llu; "
                    "tasks %llu batches %llu wakes %llu "
-                   "(thread %llu) lane visits %llu (empty %llu, left to settle %llu)", k ? "; " : "", k ? " " : "", k,
+                   "(thread %llu) lane visits %llu (empty %llu, left to settle %llu)",
+                k ? "; " : "", k ? " " : "", k,
                 wall, sh->prof.cqe_ns / 1e9, sh->prof.collect_ns / 1e9,
                 sh->prof.dispatch_ns / 1e9, sh->prof.sleep_ns / 1e9, sh->prof.poll_ns / 1e9,
                 wall - (double)(sh->prof.cqe_ns + sh->prof.collect_ns + sh->prof.dispatch_ns +
